@@ -1,0 +1,329 @@
+"""The command line: a thin layer over the library. Only this module prints and exits.
+
+Exit codes: 0 success; 1 an operation failed (a build, a deploy, a test); 2 the user's
+input is wrong (deploy.yaml, flags); 70 a bug in deployer (the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from deployer import __version__
+from deployer.console import ConsoleProgress
+from deployer.errors import ConfigError, DeployerError, UserError
+
+if TYPE_CHECKING:
+    from deployer.plan import Plan
+    from deployer.verify import TestRun
+
+EXIT_BUG = 70
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=Path("deploy.yaml"), metavar="PATH",
+        help="the deploy.yaml to use (default: ./deploy.yaml)",
+    )
+
+
+def _add_targets(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument(
+        "-t", "--target", dest="targets", action="append", metavar="TARGET", required=required,
+        help="a target named in deploy.yaml; repeat for several (default: all)",
+    )
+
+
+def _add_report_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--report-dir", type=Path, default=Path("."), metavar="DIR",
+        help="where deploy-report.json and deploy-report.md are (default: .)",
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from deployer.config.loader import load_config
+    from deployer.plan_inputs import PlanInputs
+
+    config = load_config(args.config)
+    inputs = PlanInputs.of(config, args.config)
+    targets = ", ".join(f"{name} ({t.type})" for name, t in config.targets.items())
+    print(
+        f"{args.config}: valid: service {config.name!r}, model "
+        f"{config.model_name}:{inputs.model_version}, targets: {targets}"
+    )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from deployer.schema import deploy_schema_text
+
+    sys.stdout.write(deploy_schema_text())
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from deployer.config.loader import load_config
+    from deployer.plan import make_plan
+    from deployer.render import write_plan
+
+    started = time.perf_counter()
+    config = load_config(args.config)
+    plan = make_plan(config, args.config, args.targets)
+    written = write_plan(plan, args.out)
+    elapsed = time.perf_counter() - started
+    for target in plan.targets:
+        print(f"{target.name:<12} {target.kind.KIND:<11} {args.out / target.name}  image {target.image}")
+    print(f"wrote {len(written)} files to {args.out} in {elapsed * 1000:.0f} ms")
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    from deployer.config.loader import load_config
+    from deployer.plan import make_plan
+
+    return make_plan(load_config(args.config), args.config, args.targets)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from deployer.deploy import build_images
+
+    plan = _plan(args)
+    progress = ConsoleProgress()
+    try:
+        results = build_images(plan, progress, push=args.push)
+    finally:
+        progress.close()
+    for built, pushed in results:
+        state = "built" if built.built else "unchanged"
+        if pushed is not None:
+            state += ", pushed" if pushed.pushed else ", already in the registry"
+        print(f"{built.ref}  {state}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from deployer import report as reports
+    from deployer.deploy import deploy, secrets
+
+    plan = _plan(args)
+    progress = ConsoleProgress()
+    try:
+        result = deploy(plan, progress, ready_timeout_s=args.ready_timeout)
+    finally:
+        progress.close()
+    json_path, md_path = reports.write(result, args.report_dir, secrets(plan))
+    masker = reports.Masker(secrets(plan))
+    for target in result.targets:
+        tests = target.tests.summary if target.tests else "tests not run"
+        line = f"{target.name:<12} {target.status:<10} {target.scoring_uri or '-':<36} {tests}"
+        print(masker.text(line))
+        if target.error:
+            print(masker.text(f"  error: {target.error}"))
+            for log_line in target.logs[-10:]:
+                print(masker.text(f"  | {log_line}"))
+        if target.tests:
+            _print_tests(target.tests)
+    print(f"report: {json_path} {md_path}")
+    return 0 if result.passed else 1
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from deployer.config.loader import load_config
+    from deployer.plan import select_targets
+    from deployer.verify import run_tests
+
+    config = load_config(args.config)
+    uri = args.uri or _reported_uri(args.report_dir, select_targets(config, args.targets)[0])
+    result = run_tests(uri, config.tests)
+    _print_tests(result)
+    return 0 if result.passed else 1
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from deployer.deploy import down
+
+    plan = _plan(args)
+    progress = ConsoleProgress()
+    try:
+        removed = down(plan, progress, args.images)
+    finally:
+        progress.close()
+    for item in removed:
+        print(f"removed {item}")
+    if not removed:
+        print("nothing to remove")
+    return 0
+
+
+def _reported_uri(report_dir: Path, target: str) -> str:
+    import json
+
+    from deployer.report import JSON_NAME
+
+    path = report_dir / JSON_NAME
+    try:
+        data = json.loads(path.read_text())
+        uri = next(t["scoring_uri"] for t in data["targets"] if t["name"] == target)
+    except (OSError, ValueError, KeyError, StopIteration):
+        uri = ""
+    if not uri:
+        raise UserError(f"no scoring URI for target {target!r} in {path}: pass --uri URL")
+    return str(uri)
+
+
+def _print_tests(run: TestRun) -> None:
+    print(f"tests against {run.uri}: {'passed' if run.passed else 'FAILED'}")
+    if run.error:
+        print(f"  {run.error}")
+    for r in run.results:
+        verdict = "pass" if r.passed else "FAIL"
+        print(f"  {verdict:<4}  {r.name:<24} {r.status!s:>4}  {r.latency_ms:8.1f} ms  {r.detail}")
+    if run.latency:
+        lat = run.latency
+        limit = f" (limit {lat.limit_p95_ms:g} ms: {'ok' if lat.passed else 'EXCEEDED'})" \
+            if lat.limit_p95_ms is not None else ""
+        print(f"  latency over {lat.requests} requests: p50 {lat.p50_ms:.1f} ms, "
+              f"p95 {lat.p95_ms:.1f} ms{limit}, p99 {lat.p99_ms:.1f} ms")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from deployer.serving.cli import main as serve_main
+
+    return serve_main(args.serve_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deployer",
+        description="Deploy a machine-learning model from one deploy.yaml: validate it, "
+        "render Dockerfiles and manifests, build and push images, deploy to each target, "
+        "test the deployment and report.",
+        epilog="Run 'deployer COMMAND --help' for a command's options. Exit codes: 0 success, "
+        "1 an operation failed, 2 invalid input, 70 a bug in deployer.",
+    )
+    parser.add_argument("--version", action="version", version=f"deployer {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser(
+        "validate", help="check deploy.yaml and the files it names",
+        description="Check deploy.yaml and every file it names; print one line per problem "
+        "as FILE:LINE:COL: PATH: MESSAGE. Exit 2 when anything is wrong.",
+    )
+    _add_config(p)
+    p.set_defaults(handler=cmd_validate)
+
+    p = commands.add_parser(
+        "schema", help="print the JSON Schema of deploy.yaml",
+        description="Print the JSON Schema of deploy.yaml (for editors: point "
+        "'# yaml-language-server: $schema=...' at it).",
+    )
+    p.set_defaults(handler=cmd_schema)
+
+    p = commands.add_parser(
+        "render", help="write Dockerfiles and manifests for each target",
+        description="Write, for each target, everything needed to build and deploy it: "
+        "image build contexts under OUT/images/ and deployment artifacts under OUT/TARGET/. "
+        "Writes no secrets. OUT is emptied first (only if a previous render made it).",
+    )
+    _add_config(p)
+    _add_targets(p)
+    p.add_argument("-o", "--out", type=Path, default=Path("out"), metavar="OUT_DIR",
+                   help="output folder (default: ./out)")
+    p.set_defaults(handler=cmd_render)
+
+    p = commands.add_parser(
+        "build", help="build the images of the targets (and push them with --push)",
+        description="Build each image the selected targets deploy, tagged REGISTRY/NAME:TAG "
+        "where TAG is a hash of every build input: unchanged inputs mean no build and no push.",
+    )
+    _add_config(p)
+    _add_targets(p)
+    p.add_argument("--push", action="store_true",
+                   help="push to the registry in deploy.yaml, with its credentials")
+    p.set_defaults(handler=cmd_build)
+
+    p = commands.add_parser(
+        "deploy", help="build, push, deploy, test and report",
+        description="For each selected target: render, build, push, deploy, run the tests "
+        "of deploy.yaml against it, and write deploy-report.json and deploy-report.md. A "
+        "new version that fails to start or fails its tests leaves the previous one serving. "
+        "Exit 1 when any target failed.",
+    )
+    _add_config(p)
+    _add_targets(p)
+    _add_report_dir(p)
+    p.add_argument("--ready-timeout", type=float, default=120.0, metavar="SECONDS",
+                   help="how long a new version may take to become ready (default: 120)")
+    p.set_defaults(handler=cmd_deploy)
+
+    p = commands.add_parser(
+        "test", help="run deploy.yaml's tests against a deployed target",
+        description="Send each request in tests.requests, compare status and JSON (numbers "
+        "within tolerance), measure latency over a burst and check latency_p95_ms. The "
+        "scoring URI is --uri, or the one the last deploy report gives for the target.",
+    )
+    _add_config(p)
+    _add_targets(p, required=True)
+    _add_report_dir(p)
+    p.add_argument("--uri", help="scoring URI to test (default: from the last deploy report)")
+    p.set_defaults(handler=cmd_test)
+
+    p = commands.add_parser(
+        "down", help="remove a target's deployment",
+        description="Stop and remove what deploy started for the selected targets.",
+    )
+    _add_config(p)
+    _add_targets(p, required=True)
+    p.add_argument("--images", action="store_true", help="also remove the service's images")
+    p.set_defaults(handler=cmd_down)
+
+    p = commands.add_parser(
+        "serve", help="run the scoring server for an entry script (as images do)",
+        description="Run the scoring server on an Azure ML entry script. "
+        "Options: --entry-script PATH --model-dir DIR [--host 127.0.0.1] [--port 5001] "
+        "[--workers N]; see 'deployer serve --help'.",
+        add_help=False,
+    )
+    p.add_argument("serve_args", nargs=argparse.REMAINDER)
+    p.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        # Compiler-style, one problem per line, so editors and CI annotations can jump to it.
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count > 1 else ''} found", file=sys.stderr)
+        return exc.exit_code
+    except DeployerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print(
+            f"deployer {__version__} hit a bug (the traceback above); please report it.",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The deploy report: ``deploy-report.json`` for machines, ``deploy-report.md`` for people.
+
+Secrets are masked on the way out: every string that reaches either file passes through
+``Masker``, because container logs and error messages may echo what they were given.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from deployer import __version__
+from deployer.verify import TestRun
+
+Status = Literal["deployed", "unchanged", "failed", "planned"]
+JSON_NAME = "deploy-report.json"
+MARKDOWN_NAME = "deploy-report.md"
+MASK = "***"
+
+
+@dataclass
+class TargetReport:
+    name: str
+    kind: str
+    status: Status
+    image: str
+    digest: str = ""
+    scoring_uri: str = ""
+    swagger_uri: str = ""
+    built: bool = False
+    pushed: bool = False
+    tests: TestRun | None = None
+    error: str = ""
+    logs: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # step -> duration
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "failed" and (self.tests is None or self.tests.passed)
+
+
+@dataclass
+class DeployReport:
+    service: str
+    model: str
+    model_version: str
+    config: str
+    targets: list[TargetReport] = field(default_factory=list)
+    toolkit: str = f"deployer {__version__}"
+
+    @property
+    def passed(self) -> bool:
+        return all(t.passed for t in self.targets)
+
+
+class Masker:
+    """Replaces every secret value in text (longest first, so overlaps mask fully)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            value = value.replace(secret, MASK)
+        return value
+
+    def data(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, list):
+            return [self.data(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.data(v) for k, v in value.items()}
+        return value
+
+
+def to_json(report: DeployReport, masker: Masker) -> str:
+    data = asdict(report)
+    for target, raw in zip(report.targets, data["targets"], strict=True):
+        raw["passed"] = target.passed
+        if target.tests is not None:
+            raw["tests"]["passed"] = target.tests.passed
+    data["passed"] = report.passed
+    return json.dumps(masker.data(data), indent=2, ensure_ascii=False) + "\n"
+
+
+def to_markdown(report: DeployReport, masker: Masker) -> str:
+    verdict = "passed" if report.passed else "FAILED"
+    lines = [
+        f"### Deploy of `{report.service}`: {verdict}",
+        "",
+        f"Model `{report.model}` version `{report.model_version}`, from `{report.config}`.",
+        "",
+        "| Target | Kind | Status | Scoring URI | Tests | p95 latency | Image |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for t in report.targets:
+        tests = t.tests.summary if t.tests else "not run"
+        p95 = f"{t.tests.latency.p95_ms:.1f} ms" if t.tests and t.tests.latency else "-"
+        uri = f"`{t.scoring_uri}`" if t.scoring_uri else "-"
+        icon = "✅" if t.passed else "❌"
+        lines.append(
+            f"| {t.name} | {t.kind} | {icon} {t.status} | {uri} | {tests} | {p95} | `{t.image}` |"
+        )
+    for t in report.targets:
+        lines += _details(t)
+    return masker.text("\n".join(lines) + "\n")
+
+
+def _details(target: TargetReport) -> list[str]:
+    lines: list[str] = []
+    if target.tests and target.tests.results:
+        lines += ["", f"#### {target.name}: tests", "", "| Request | Result | Status | Latency |",
+                  "| --- | --- | --- | --- |"]
+        for r in target.tests.results:
+            result = "pass" if r.passed else f"FAIL: {_cell(r.detail)}"
+            lines.append(f"| {r.name} | {result} | {r.status} | {r.latency_ms:.1f} ms |")
+        if target.tests.latency:
+            lat = target.tests.latency
+            limit = f" (limit {lat.limit_p95_ms:g} ms)" if lat.limit_p95_ms is not None else ""
+            lines += ["", f"Latency over {lat.requests} requests: p50 {lat.p50_ms:.1f} ms, "
+                      f"p95 {lat.p95_ms:.1f} ms{limit}, p99 {lat.p99_ms:.1f} ms."]
+    if target.error or target.logs:
+        lines += ["", "<details><summary>" + f"{target.name}: error and last log lines"
+                  + "</summary>", "", "```text"]
+        if target.error:
+            lines.append(target.error)
+        lines += target.logs
+        lines += ["```", "", "</details>"]
+    return lines
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write(report: DeployReport, folder: Path, secrets: list[str]) -> tuple[Path, Path]:
+    masker = Masker(secrets)
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = folder / JSON_NAME, folder / MARKDOWN_NAME
+    json_path.write_text(to_json(report, masker), encoding="utf-8")
+    md_path.write_text(to_markdown(report, masker), encoding="utf-8")
+    return json_path, md_path

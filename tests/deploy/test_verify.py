@@ -1,0 +1,109 @@
+"""The verifier against a real HTTP server on 127.0.0.1 that answers like a scoring server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from deployer.config.model import ScoringTests
+from deployer.verify import json_mismatch, run_tests
+
+
+class _Scoring(BaseHTTPRequestHandler):
+    """Doubles each number of {"data": [...]}; 500 for anything else (like run() raising)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        try:
+            result = [2 * x for x in json.loads(body)["data"]]
+            status, payload = 200, json.dumps(result).encode()
+        except (ValueError, KeyError, TypeError) as exc:
+            status, payload = 500, json.dumps({"message": str(exc)}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def scoring_uri() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Scoring)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/score"
+    server.shutdown()
+    server.server_close()
+
+
+def _tests(requests: list[dict[str, object]], **extra: object) -> ScoringTests:
+    return ScoringTests.model_validate({"requests": requests, "latency_requests": 20, **extra})
+
+
+def test_passing_requests_and_latency(scoring_uri: str) -> None:
+    tests = _tests(
+        [
+            {"name": "doubles", "json": {"data": [1, 2.5]}, "expect": {"json": [2, 5.0004], "tolerance": 0.001}},
+            {"name": "bad", "json": {"nope": 1}, "expect": {"status": 500}},
+        ],
+        latency_p95_ms=1000,
+    )
+    run = run_tests(scoring_uri, tests)
+    assert run.passed, run
+    assert [r.name for r in run.results] == ["doubles", "bad"]
+    assert run.latency is not None and run.latency.requests == 20
+    assert 0 < run.latency.p50_ms <= run.latency.p95_ms <= run.latency.p99_ms
+    assert run.summary == "2/2 passed"
+
+
+def test_a_wrong_value_outside_tolerance_fails_with_its_path(scoring_uri: str) -> None:
+    tests = _tests([{"name": "off", "json": {"data": [1, 2]}, "expect": {"json": [2, 4.1], "tolerance": 0.01}}])
+    run = run_tests(scoring_uri, tests)
+    assert not run.passed
+    assert run.results[0].detail == "$[1]: 4 differs from 4.1 by more than 0.01"
+
+
+def test_a_wrong_status_fails_and_shows_the_body(scoring_uri: str) -> None:
+    run = run_tests(scoring_uri, _tests([{"name": "s", "json": {"x": 1}, "expect": {"status": 200}}]))
+    assert not run.passed
+    assert run.results[0].status == 500
+    assert "status 500, expected 200" in run.results[0].detail
+    assert "'data'" in run.results[0].detail
+
+
+def test_latency_over_budget_fails(scoring_uri: str) -> None:
+    run = run_tests(scoring_uri, _tests([{"name": "ok", "json": {"data": [1]}}], latency_p95_ms=0.001))
+    assert run.results[0].passed
+    assert run.latency is not None and not run.latency.passed
+    assert not run.passed
+
+
+def test_an_unreachable_service_is_reported_not_raised() -> None:
+    run = run_tests("http://127.0.0.1:9/score", _tests([{"name": "ok", "json": {"data": [1]}}]))
+    assert not run.passed
+    assert run.error is not None and "cannot reach" in run.error
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "tolerance", "mismatch"),
+    [
+        ({"a": [1, 2]}, {"a": [1, 2]}, 0, ""),
+        ([1.0005], [1], 0.001, ""),
+        ([1, 2], [1], 0, "$: 2 items, expected 1"),
+        ({"a": 1}, {"b": 1}, 0, "$: keys ['a'], expected ['b']"),
+        (True, 1, 0, "$: true, expected 1"),
+        ("1", 1, 0, '$: "1", expected 1'),
+        ({"a": {"b": [0, 3]}}, {"a": {"b": [0, 2]}}, 0.5, "$.a.b[1]: 3 differs from 2 by more than 0.5"),
+    ],
+)
+def test_json_comparison(actual: object, expected: object, tolerance: float, mismatch: str) -> None:
+    assert json_mismatch(actual, expected, tolerance) == mismatch

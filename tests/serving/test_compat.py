@@ -1,0 +1,162 @@
+"""Same scripts, same requests: our server and Microsoft's azureml-inference-server-http.
+
+Each entry script in the Azure ML styles is served by both (azmlinfsrv from its own
+venv), every request goes to both, and the status codes, bodies (parsed when JSON)
+and the headers clients read must match.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from .conftest import Reply, ServeFactory, Server
+
+pytestmark = pytest.mark.slow
+
+# (method, path, body, headers)
+Case = tuple[str, str, bytes | None, dict[str, str]]
+JSON_CT = {"Content-Type": "application/json"}
+
+
+def post(body: Any, **headers: str) -> Case:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return ("POST", "/score", data, {**JSON_CT, **headers})
+
+
+COMMON: list[Case] = [
+    ("GET", "/", None, {}),
+    ("GET", "/nope", None, {}),
+    ("PUT", "/score", b"{}", {}),
+    ("OPTIONS", "/score", None, {}),
+    ("GET", "/swagger.json", None, {}),
+    ("GET", "/swagger.json?version=2.0", None, {}),
+    ("GET", "/swagger.json?version=3", None, {}),
+    ("GET", "/swagger.json?version=3.1", None, {}),
+    ("GET", "/swagger.json?version=7", None, {}),
+    post({}, **{"x-request-id": "x" * 101}),
+    post({}, **{"x-ms-request-id": "y" * 101}),
+]
+SCRIPTS: dict[str, list[Case]] = {
+    "echo.py": [
+        *COMMON,
+        post({"kind": "dict"}),
+        post({"kind": "str"}),
+        post({"kind": "list"}),
+        post({"kind": "none"}),
+        post({"kind": "fail"}),
+        post({"kind": "unencodable"}),
+        post({"kind": "sleep", "seconds": 3}),  # both run with a 1000 ms timeout
+        post(b"\xff\xfe not utf-8"),
+        post(b"not json at all"),  # run()'s json.loads raises: a 500 for both
+        ("GET", "/score?kind=list", None, {}),
+        ("GET", "/score?kind=dict&a=1&b=x&a=2", None, {}),
+        ("POST", "/score", b'{"kind": "list"}', {"Content-Type": "text/plain"}),
+    ],
+    "headers.py": [
+        post({"a": 1}, **{"X-Custom-Header": "value"}),
+        post({"a": 1}),
+    ],
+    "schema.py": [
+        *COMMON,
+        post({"data": [[1, 2, 3]]}),
+        post({"data": [[1, 2, 3]], "scale": 3}),
+        post({"data": [[1, 2, 3]], "scale": -1}),
+        post({"data": [[1, 2, 3]], "unused": 1}),
+        ("POST", "/score", b'{"data": [[1]]}', {"Content-Type": "text/plain"}),
+        ("POST", "/score", b'{"data": [[1]]}', {}),
+        ("POST", "/score", b'{"data": [[1]]}', {"Content-Type": "application/vnd.x+json"}),
+        post(b"{not json"),
+        post(b"[1, 2]"),
+        post(b""),
+        post({"scale": 1}),
+        ("GET", "/score?data=[[1,2]]&scale=2", None, {}),
+        ("GET", "/score?scale=2", None, {}),
+    ],
+    "raw_contrib.py": [
+        ("GET", "/score?x=1&x=2", None, {}),
+        ("POST", "/score", b"\x00\x01 raw bytes", {}),
+        post({"a": [1, 2]}, **{"X-Kind": "json"}),
+        ("POST", "/score", b"", {"X-Kind": "teapot"}),
+        ("POST", "/score", b"", {"X-Kind": "error"}),
+        ("POST", "/score", b"", {"X-Kind": "none"}),
+        ("POST", "/score", b"", {"X-Kind": "plain"}),
+        ("POST", "/score", b"", {"X-Kind": "raise"}),
+        ("POST", "/score", b"no json here", {"X-Kind": "json"}),
+        ("POST", "/score", b'{"a": 1}', {"X-Kind": "json"}),  # no JSON content type
+        ("OPTIONS", "/score", None, {}),
+        ("PUT", "/score", b"", {}),
+        (
+            "POST",
+            "/score",
+            (
+                b'--B\r\nContent-Disposition: form-data; name="field"\r\n\r\nv\r\n'
+                b'--B\r\nContent-Disposition: form-data; name="upload"; filename="f.bin"\r\n'
+                b"Content-Type: application/octet-stream\r\n\r\n\x00\x01\x02\r\n--B--\r\n"
+            ),
+            {"X-Kind": "files", "Content-Type": "multipart/form-data; boundary=B"},
+        ),
+    ],
+    "raw_server_api.py": [
+        ("POST", "/score", b"shout", {}),
+        ("GET", "/score", None, {}),
+    ],
+}
+# Headers a client may read; the rest (date, server, ids' values) legitimately differ.
+COMPARED_HEADERS = ("content-type", "x-ms-run-function-failed", "x-extra", "allow")
+ENV = {"SCORING_TIMEOUT_MS": "1000"}
+
+
+def comparable(reply: Reply, method: str) -> dict[str, Any]:
+    content_type = (reply.header("Content-Type") or "").split(";")[0]
+    body: Any = reply.body
+    if content_type == "application/json" and reply.body:
+        body = reply.json()
+    headers = {name: sorted(v.lower() for v in reply.all(name)) for name in COMPARED_HEADERS}
+    if reply.status in (404, 405) and method != "OPTIONS":
+        headers.pop("x-ms-run-function-failed")  # Flask-level errors: set on ours only
+    headers.pop("allow", None) if method != "OPTIONS" else None
+    return {"status": reply.status, "body": body, "headers": headers}
+
+
+@pytest.fixture(scope="module", params=sorted(SCRIPTS))
+def pair(
+    request: pytest.FixtureRequest, serve_module: ServeFactory, azureml_serve: ServeFactory
+) -> tuple[str, Server, Server]:
+    script = request.param  # the servers stop with the module-scoped factories
+    return script, serve_module(script, env=ENV), azureml_serve(script, env=ENV)
+
+
+def test_same_answers(pair: tuple[str, Server, Server]) -> None:
+    script, ours, theirs = pair
+    mismatches = []
+    for method, path, body, headers in SCRIPTS[script]:
+        mine = comparable(ours.request(method, path, body, headers), method)
+        reference = comparable(theirs.request(method, path, body, headers), method)
+        if mine != reference:
+            mismatches.append(
+                f"{method} {path} {body!r} {headers}:\n  ours:    {mine}\n  azureml: {reference}"
+            )
+    assert not mismatches, f"{script}: {len(mismatches)} differences\n" + "\n".join(mismatches)
+
+
+def test_request_ids_both_ways(pair: tuple[str, Server, Server]) -> None:
+    _, ours, theirs = pair
+    for server in (ours, theirs):
+        sent = server.request("GET", "/", None, {"x-request-id": "abc", "TraceId": "t-1"})
+        assert sent.header("x-request-id") == "abc"
+        assert sent.header("x-ms-request-id") == "abc"
+        assert sent.header("TraceId") == "t-1"
+        fresh = server.request("GET", "/")
+        assert len(fresh.header("x-request-id") or "") == 36
+
+
+def test_init_failure_both_exit_non_zero(serve: ServeFactory, azureml_serve: ServeFactory) -> None:
+    ours = serve("init_fails.py", wait=False)
+    theirs = azureml_serve("init_fails.py", wait=False)
+    assert ours.wait_exit(timeout=60) == 3
+    assert theirs.wait_exit(timeout=60) != 0
+    assert "init_fails sentinel" in ours.stderr()
+    assert "init_fails sentinel" in theirs.stdout() + theirs.stderr()

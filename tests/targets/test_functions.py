@@ -1,0 +1,516 @@
+"""The functions target: a function app that scores with the entry script, and its app.json.
+
+The rendered app is written to disk and its handler imported and called with the real
+``azure.functions`` types, as Azure documents unit-testing functions; function.json is
+checked against the handler the way the Python worker checks it when it loads a function.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import itertools
+import json
+import logging
+import re
+import shutil
+import sys
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.functions import meta
+
+from deployer.config.loader import load_config
+from deployer.plan import make_plan
+from deployer.targets.functions import function_timeout
+from tests.conftest import EXAMPLE
+
+TARGET = "batch"
+BLOB_SETTINGS = (
+    'trigger: blob, blob: {input_path: "input/{name}.json", '
+    'output_path: "output/{name}_out.json", connection: TriggerConnectionString}'
+)
+HTTP = (BLOB_SETTINGS, 'trigger: http, http: {auth_level: anonymous, route: "models/diabetes"}')
+SERVICE_BUS = (
+    BLOB_SETTINGS,
+    "trigger: service_bus, service_bus: "
+    "{queue: requests, connection: ServiceBusConnection, output_queue: predictions}",
+)
+SERVICE_BUS_WITHOUT_OUTPUT = (
+    BLOB_SETTINGS,
+    "trigger: service_bus, service_bus: {queue: requests, connection: ServiceBusConnection}",
+)
+VARIANTS = {
+    "blob": (),
+    "http": (HTTP,),
+    "service_bus": (SERVICE_BUS,),
+    "service_bus_without_output": (SERVICE_BUS_WITHOUT_OUTPUT,),
+}
+
+EXPECTED = json.loads((EXAMPLE / "train" / "expected.json").read_text())
+REQUESTS = {
+    request.name: json.dumps(request.json_)
+    for request in load_config(EXAMPLE / "deploy.yaml").tests.requests
+}
+# The host's rule for binding names (Microsoft.Azure.WebJobs.Script BindingMetadata).
+BINDING_NAME = re.compile(r"^([a-zA-Z][a-zA-Z0-9]{0,127}|\$return)$")
+
+
+@dataclass(frozen=True)
+class RenderedApp:
+    """One rendering of the functions target, its image's build context written to ``root``."""
+
+    root: Path
+    function: str
+    files: dict[str, str]  # the generated text files of the build context
+    artifacts: dict[str, str]
+    image: str
+    model_version: str
+
+    def json(self, path: str) -> Any:
+        return json.loads(self.files[path])
+
+
+def _render(config_path: Path, out: Path) -> RenderedApp:
+    plan = make_plan(load_config(config_path), config_path, [TARGET])
+    target = plan.targets[0]
+    context = plan.images[target.image.repository]
+    context.write_to(out)
+    (function,) = {dest.split("/")[1] for dest in context.files if dest.endswith("function.json")}
+    texts = {dest: text for dest, text in context.files.items() if isinstance(text, str)}
+    return RenderedApp(
+        out, function, texts, target.artifacts, str(target.image), plan.inputs.model_version
+    )
+
+
+@pytest.fixture
+def render(tmp_path: Path) -> Callable[..., RenderedApp]:
+    """Render the example's batch target from a copy whose deploy.yaml has ``replacements``.
+
+    Each call copies and writes to folders of its own, so a test can render variants.
+    """
+    calls = itertools.count()
+
+    def make(*replacements: tuple[str, str]) -> RenderedApp:
+        folder = tmp_path / f"render-{next(calls)}"
+        repo = folder / "model-repo"
+        shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", "out"))
+        text = (repo / "deploy.yaml").read_text()
+        for old, new in replacements:
+            assert old in text, f"{old!r} is not in the example's deploy.yaml"
+            text = text.replace(old, new)
+        (repo / "deploy.yaml").write_text(text)
+        return _render(repo / "deploy.yaml", folder / "image")
+
+    return make
+
+
+def _container_paths(app: RenderedApp) -> dict[str, Path]:
+    """The Dockerfile's AZUREML_* settings and script root, as paths in the written context."""
+    dockerfile = app.files["Dockerfile"]
+    copies = {
+        dest.rstrip("/"): src.rstrip("/")
+        for src, dest in re.findall(r"^COPY (\S+) (\S+)$", dockerfile, re.MULTILINE)
+    }
+
+    def local(container_path: str) -> Path:
+        """Where a path inside the image comes from: the deepest COPY destination holding it."""
+        holders = [dest for dest in copies if f"{container_path}/".startswith(f"{dest}/")]
+        dest = max(holders, key=len)
+        return app.root / copies[dest] / container_path[len(dest) :].lstrip("/")
+
+    settings = dict(re.findall(r"(AZUREML_\w+|AzureWebJobsScriptRoot)=\"?([^\"\s]+)", dockerfile))
+    return {name: local(value) for name, value in settings.items()}
+
+
+@pytest.fixture
+def load_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[RenderedApp], ModuleType]]:
+    """Import a rendered handler as the Functions worker does, with the image's settings."""
+    roots: list[Path] = []
+
+    def load(app: RenderedApp) -> ModuleType:
+        paths = _container_paths(app)
+        monkeypatch.setenv("AZUREML_ENTRY_SCRIPT", str(paths["AZUREML_ENTRY_SCRIPT"]))
+        monkeypatch.setenv("AZUREML_MODEL_DIR", str(paths["AZUREML_MODEL_DIR"]))
+        # The worker puts AzureWebJobsScriptRoot on sys.path; undone (all of sys.path) after.
+        monkeypatch.syspath_prepend(str(paths["AzureWebJobsScriptRoot"]))
+        roots.append(app.root)
+        return importlib.import_module(app.function)
+
+    yield load
+    # Forget the rendered app's modules, so the next test imports its own rendering.
+    for name, module in list(sys.modules.items()):
+        source = getattr(module, "__file__", None) or ""
+        if any(source.startswith(str(root)) for root in roots):
+            del sys.modules[name]
+
+
+class OutputBinding(func.Out[str]):
+    """An output binding that keeps what the function sets."""
+
+    def __init__(self) -> None:
+        self.value: str | None = None
+
+    def set(self, val: str) -> None:
+        self.value = val
+
+    def get(self) -> str:
+        assert self.value is not None, "the function set no output"
+        return self.value
+
+
+# --- the handlers, called -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_name", ["two-rows", "dataset-rows"])
+def test_blob_function_writes_the_predictions_to_the_output_blob(
+    render: Callable[..., RenderedApp],
+    load_handler: Callable[[RenderedApp], ModuleType],
+    request_name: str,
+) -> None:
+    handler = load_handler(render())
+    blob = func.blob.InputStream(
+        data=REQUESTS[request_name].encode(), name=f"input/{request_name}.json"
+    )
+    output = OutputBinding()
+    handler.main(blob, output)
+    assert json.loads(output.get()) == pytest.approx(EXPECTED[request_name], rel=1e-6)
+
+
+def test_blob_function_logs_and_raises_when_run_fails_so_the_host_retries(
+    render: Callable[..., RenderedApp],
+    load_handler: Callable[[RenderedApp], ModuleType],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler = load_handler(render())
+    output = OutputBinding()
+    with caplog.at_level(logging.ERROR), pytest.raises(ValueError, match="10 numbers"):
+        handler.main(
+            func.blob.InputStream(data=REQUESTS["bad-input"].encode(), name="input/bad.json"),
+            output,
+        )
+    assert output.value is None
+    assert "scoring blob input/bad.json failed" in caplog.text
+
+
+def test_http_function_answers_the_predictions_as_json(
+    render: Callable[..., RenderedApp], load_handler: Callable[[RenderedApp], ModuleType]
+) -> None:
+    handler = load_handler(render(HTTP))
+    for name in ("two-rows", "dataset-rows"):
+        response = handler.main(_post(REQUESTS[name].encode()))
+        assert response.status_code == 200
+        assert response.mimetype == "application/json"
+        assert json.loads(response.get_body()) == pytest.approx(EXPECTED[name], rel=1e-6)
+
+
+def test_http_function_answers_500_with_a_json_message_when_run_fails(
+    render: Callable[..., RenderedApp],
+    load_handler: Callable[[RenderedApp], ModuleType],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    handler = load_handler(render(HTTP))
+    with caplog.at_level(logging.ERROR):
+        response = handler.main(_post(REQUESTS["bad-input"].encode()))
+    assert response.status_code == 500
+    assert response.mimetype == "application/json"
+    message = json.loads(response.get_body())["message"]
+    assert message.startswith("run() failed: ValueError: ")
+    assert "10 numbers" in message
+    assert "run() failed" in caplog.text
+
+
+def test_http_function_answers_400_to_a_body_that_is_not_utf8(
+    render: Callable[..., RenderedApp], load_handler: Callable[[RenderedApp], ModuleType]
+) -> None:
+    handler = load_handler(render(HTTP))
+    response = handler.main(_post(b"\xff\xfe{}"))
+    assert response.status_code == 400
+    assert json.loads(response.get_body()) == {"message": "the request body is not UTF-8 text"}
+
+
+def test_entry_script_is_imported_and_initialised_once_per_worker(
+    render: Callable[..., RenderedApp],
+    load_handler: Callable[[RenderedApp], ModuleType],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handler = load_handler(render(HTTP))
+    entry_script = handler.ENTRY_SCRIPT
+    assert entry_script.session is not None, "init() has not run at import"
+    assert sys.modules["score"] is entry_script
+    inits: list[None] = []
+    monkeypatch.setattr(entry_script, "init", lambda: inits.append(None))
+    for _ in range(3):
+        assert handler.main(_post(REQUESTS["two-rows"].encode())).status_code == 200
+    assert inits == []
+
+
+def test_service_bus_function_returns_the_predictions_for_the_output_queue(
+    render: Callable[..., RenderedApp], load_handler: Callable[[RenderedApp], ModuleType]
+) -> None:
+    handler = load_handler(render(SERVICE_BUS))
+    result = handler.main(func.ServiceBusMessage(body=REQUESTS["dataset-rows"].encode()))
+    assert json.loads(result) == pytest.approx(EXPECTED["dataset-rows"], rel=1e-6)
+    with pytest.raises(ValueError, match="10 numbers"):
+        handler.main(func.ServiceBusMessage(body=REQUESTS["bad-input"]))
+
+
+def test_a_str_result_is_sent_as_a_json_string(
+    example_copy: Callable[..., Path],
+    tmp_path: Path,
+    load_handler: Callable[[RenderedApp], ModuleType],
+) -> None:
+    config_path = example_copy(HTTP)
+    (config_path.parent / "score.py").write_text(
+        "def init():\n    pass\n\n\ndef run(raw_data):\n    return raw_data.upper()\n"
+    )
+    handler = load_handler(_render(config_path, tmp_path / "image"))
+    response = handler.main(_post(b'say "hi"'))
+    assert response.get_body() == b'"SAY \\"HI\\""'
+
+
+def _post(body: bytes) -> func.HttpRequest:
+    return func.HttpRequest(
+        method="POST", url="http://127.0.0.1/api/models/diabetes", body=body
+    )
+
+
+# --- the function app, as the Functions host and worker read it -------------------------
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_function_json_matches_the_handler_as_the_python_worker_checks(
+    render: Callable[..., RenderedApp],
+    load_handler: Callable[[RenderedApp], ModuleType],
+    variant: str,
+) -> None:
+    app = render(*VARIANTS[variant])
+    function_json = app.json(f"wwwroot/{app.function}/function.json")
+    assert function_json["scriptFile"] == "__init__.py"
+    bindings = function_json["bindings"]
+    handler = load_handler(app)
+    params = inspect.signature(handler.main).parameters
+    hints = typing.get_type_hints(handler.main)
+    registry = meta.get_binding_registry()
+
+    triggers = [b for b in bindings if b["type"].endswith("Trigger")]
+    assert len(triggers) == 1
+    assert triggers[0]["direction"] == "in"
+    assert registry.get(triggers[0]["type"]).has_trigger_support()
+    assert set(params) == {b["name"] for b in bindings if b["name"] != "$return"}
+    for binding in bindings:
+        assert BINDING_NAME.match(binding["name"]), binding["name"]
+        converter = registry.get(binding["type"])
+        assert converter is not None, f"azure.functions knows no {binding['type']!r} binding"
+        if binding["name"] == "$return":
+            assert binding["direction"] == "out"
+            assert converter.check_output_type_annotation(hints["return"])
+        elif binding["direction"] == "out":
+            assert typing.get_origin(hints[binding["name"]]) is func.Out
+            (value_type,) = typing.get_args(hints[binding["name"]])
+            assert converter.check_output_type_annotation(value_type)
+        else:
+            assert binding["direction"] == "in"
+            assert converter.check_input_type_annotation(hints[binding["name"]])
+
+
+def test_blob_bindings_read_and_write_the_configured_paths(
+    render: Callable[..., RenderedApp],
+) -> None:
+    app = render()
+    assert app.function == "score_blob"
+    trigger, output = app.json("wwwroot/score_blob/function.json")["bindings"]
+    assert (trigger["type"], trigger["path"], trigger["connection"]) == (
+        "blobTrigger", "input/{name}.json", "TriggerConnectionString"
+    )
+    assert (output["type"], output["direction"], output["path"], output["connection"]) == (
+        "blob", "out", "output/{name}_out.json", "TriggerConnectionString"
+    )
+
+
+def test_http_binding_takes_posts_on_the_configured_route(
+    render: Callable[..., RenderedApp],
+) -> None:
+    app = render(HTTP)
+    trigger, output = app.json("wwwroot/score_http/function.json")["bindings"]
+    assert trigger["authLevel"] == "anonymous"
+    assert trigger["methods"] == ["post"]
+    assert trigger["route"] == "models/diabetes"
+    assert (output["type"], output["name"]) == ("http", "$return")
+    default = render((BLOB_SETTINGS, "trigger: http"))
+    trigger, _ = default.json("wwwroot/score_http/function.json")["bindings"]
+    assert (trigger["authLevel"], trigger["route"]) == ("function", "score")
+
+
+def test_service_bus_output_queue_is_bound_only_when_configured(
+    render: Callable[..., RenderedApp],
+) -> None:
+    with_output = render(SERVICE_BUS).json("wwwroot/score_service_bus/function.json")
+    trigger, output = with_output["bindings"]
+    assert (trigger["queueName"], trigger["connection"]) == ("requests", "ServiceBusConnection")
+    assert (output["type"], output["name"], output["queueName"]) == (
+        "serviceBus", "$return", "predictions"
+    )
+    without = render(SERVICE_BUS_WITHOUT_OUTPUT).json("wwwroot/score_service_bus/function.json")
+    assert [b["type"] for b in without["bindings"]] == ["serviceBusTrigger"]
+
+
+def test_host_json_uses_the_v4_extension_bundle_and_the_scoring_timeout(
+    render: Callable[..., RenderedApp],
+) -> None:
+    host = render(("scoring_timeout_ms: 60000", "scoring_timeout_ms: 90500")).json(
+        "wwwroot/host.json"
+    )
+    assert host["version"] == "2.0"
+    bundle = host["extensionBundle"]
+    assert bundle["id"] == "Microsoft.Azure.Functions.ExtensionBundle"
+    # A NuGet version range: every 4.x bundle (what Functions runtime ~4 loads), not 5.
+    version_range = re.fullmatch(r"\[(\d+)\.\*, (\d+)\.0\.0\)", bundle["version"])
+    assert version_range is not None, bundle["version"]
+    assert version_range.groups() == ("4", "5")
+    assert host["functionTimeout"] == "00:01:31"
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "timeout"),
+    [(1, "00:00:01"), (60_000, "00:01:00"), (61_001, "00:01:02"), (3_600_000, "01:00:00")],
+)
+def test_function_timeout_is_the_scoring_timeout_rounded_up_to_seconds(
+    milliseconds: int, timeout: str
+) -> None:
+    assert function_timeout(milliseconds) == timeout
+
+
+# --- the image ----------------------------------------------------------------------
+
+
+def test_dockerfile_builds_on_the_functions_image_in_the_documented_layout(
+    render: Callable[..., RenderedApp],
+) -> None:
+    app = render()
+    dockerfile = app.files["Dockerfile"]
+    assert re.findall(r"^FROM (.+)$", dockerfile, re.MULTILINE) == [
+        "mcr.microsoft.com/azure-functions/python:4-python3.11"
+    ]
+    assert "AzureWebJobsScriptRoot=/home/site/wwwroot" in dockerfile
+    assert "AzureFunctionsJobHost__Logging__Console__IsEnabled=true" in dockerfile
+    # Least to most often changed: dependencies, the function app, the entry script, the model.
+    steps = [
+        "RUN pip install -r /tmp/environment/requirements.txt",
+        "COPY wwwroot/ /home/site/wwwroot/",
+        "COPY app/ /var/azureml-app/",
+        "COPY model/ ",
+    ]
+    positions = [dockerfile.index(step) for step in steps]
+    assert positions == sorted(positions)
+    paths = _container_paths(app)
+    assert paths["AZUREML_ENTRY_SCRIPT"].read_bytes() == (EXAMPLE / "score.py").read_bytes()
+    model = paths["AZUREML_MODEL_DIR"] / "model" / "diabetes.onnx"
+    assert model.read_bytes() == (EXAMPLE / "model" / "diabetes.onnx").read_bytes()
+    assert (paths["AzureWebJobsScriptRoot"] / "host.json").is_file()
+
+
+def test_worker_processes_follow_server_workers_up_to_the_hosts_limit(
+    render: Callable[..., RenderedApp],
+) -> None:
+    assert "FUNCTIONS_WORKER_PROCESS_COUNT=1 " in render().files["Dockerfile"]
+    many = render(("workers: 1", "workers: 16")).files["Dockerfile"]
+    assert "FUNCTIONS_WORKER_PROCESS_COUNT=10 " in many
+
+
+def test_requirements_add_azure_functions_to_the_users_once(
+    render: Callable[..., RenderedApp], example_copy: Callable[..., Path], tmp_path: Path
+) -> None:
+    app = render()
+    assert app.files["requirements.txt"] == "onnxruntime==1.31.1\nnumpy==2.4.6\nazure-functions\n"
+    config_path = example_copy(("conda_file: environment.yml", "pip_requirements: req.txt"))
+    (config_path.parent / "req.txt").write_text("numpy==2.4.6\nAzure_Functions==1.26.0")
+    app = _render(config_path, tmp_path / "pip")
+    assert app.files["requirements.txt"] == "numpy==2.4.6\nAzure_Functions==1.26.0"
+
+
+# --- app.json -----------------------------------------------------------------------
+
+
+def test_app_json_holds_a_site_and_plan_that_azure_mgmt_web_reads(
+    render: Callable[..., RenderedApp],
+) -> None:
+    from azure.mgmt.web.models import AppServicePlan, Site
+
+    app = render()
+    deployment = json.loads(app.artifacts["app.json"])
+    plan = AppServicePlan(deployment["plan"]["body"])
+    site = Site(deployment["site"]["body"])
+    assert (plan.kind, plan.sku.name, plan.properties.reserved) == ("elastic", "EP1", True)
+    assert site.kind == "functionapp,linux,container"
+    assert site.properties.reserved is True
+    assert site.properties.server_farm_id.endswith(
+        f"/resourceGroups/ml-rg/providers/Microsoft.Web/serverfarms/{deployment['plan']['name']}"
+    )
+    assert site.properties.site_config.linux_fx_version == f"DOCKER|{app.image}"
+    settings = {s["name"]: s["value"] for s in site.properties.site_config.app_settings}
+    assert settings == {
+        "FUNCTIONS_EXTENSION_VERSION": "~4",
+        "FUNCTIONS_WORKER_RUNTIME": "python",
+        "WEBSITES_ENABLE_APP_SERVICE_STORAGE": "false",
+        "AzureWebJobsStorage": "${AzureWebJobsStorage}",
+        "TriggerConnectionString": "${TriggerConnectionString}",
+        "DOCKER_REGISTRY_SERVER_URL": "https://127.0.0.1:5000",
+        "DOCKER_REGISTRY_SERVER_USERNAME": "${REGISTRY_USERNAME}",
+        "DOCKER_REGISTRY_SERVER_PASSWORD": "${REGISTRY_PASSWORD}",
+    }
+    assert site.tags == {
+        "deployer-service": "diabetes",
+        "deployer-target": "batch",
+        "deployer-model-name": "diabetes-ridge",
+        "deployer-model-version": app.model_version,
+    }
+    assert deployment["function"] == {"name": "score_blob", "trigger": "blob"}
+    assert (deployment["subscription_id"], deployment["location"]) == (
+        "00000000-0000-0000-0000-000000000000", None
+    )
+
+
+def test_plan_name_fits_azures_limit_for_the_longest_app_name(
+    render: Callable[..., RenderedApp],
+) -> None:
+    long_name = "diabetes-" + "x" * 51
+    app = render(("app_name: diabetes-fn", f"app_name: {long_name}"))
+    deployment = json.loads(app.artifacts["app.json"])
+    assert deployment["site"]["name"] == long_name
+    assert deployment["plan"]["name"] == long_name[:55] + "-plan"
+    assert len(deployment["plan"]["name"]) == 60
+
+
+def test_app_json_names_each_triggers_connection_and_no_registry_secret_without_auth(
+    render: Callable[..., RenderedApp],
+) -> None:
+    def settings(app: RenderedApp) -> dict[str, str]:
+        site = json.loads(app.artifacts["app.json"])["site"]["body"]
+        return {s["name"]: s["value"] for s in site["properties"]["siteConfig"]["appSettings"]}
+
+    service_bus = settings(render(SERVICE_BUS, ("auth: basic", "auth: none")))
+    assert service_bus["ServiceBusConnection"] == "${ServiceBusConnection}"
+    assert not any(name.startswith("DOCKER_REGISTRY_") for name in service_bus)
+    http = settings(render(HTTP))
+    placeholders = {value for value in http.values() if "${" in value}
+    assert placeholders == {
+        "${AzureWebJobsStorage}", "${REGISTRY_USERNAME}", "${REGISTRY_PASSWORD}"
+    }
+
+
+def test_rendering_is_deterministic_and_independent_of_where_the_repo_is(
+    render: Callable[..., RenderedApp], tmp_path: Path
+) -> None:
+    here = _render(EXAMPLE / "deploy.yaml", tmp_path / "example")
+    there = render()
+    again = render()
+    assert here.files == there.files == again.files
+    assert here.artifacts == there.artifacts == again.artifacts
+    assert here.image == there.image
