@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from deployer.buildcontext import BuildContext, ImageRef
-from deployer.errors import DeployerError, UserError
+from deployer.errors import DeployerError
 from deployer.events import Event, Sink
 from deployer.registry_auth import Credentials
 
@@ -99,8 +99,8 @@ class ImageBuilder:
             if text:
                 for line in text.splitlines():
                     tail.append(line)
-                    level = "detail" if not line.startswith("Step ") else "progress"
-                    self._progress(Event(level, line, key="build"))
+                    step = line.startswith("Step ")
+                    self._progress(Event("progress" if step else "detail", line, key="build"))
         if not image_id:
             image_id = self._client.images.get(str(ref)).id
         return image_id
@@ -113,8 +113,11 @@ class ImageBuilder:
         self._progress(Event("step", f"pushing {ref}"))
         auth = credentials.auth_config() if credentials else None
         stream = self._client.api.push(
-            f"{ref.registry}/{ref.repository}", tag=ref.tag, auth_config=auth,
-            stream=True, decode=True,
+            f"{ref.registry}/{ref.repository}",
+            tag=ref.tag,
+            auth_config=auth,
+            stream=True,
+            decode=True,
         )
         digest = self._follow_push(stream, ref)
         return PushOutcome(ref, True, digest)
@@ -164,7 +167,9 @@ def registry_error(ref: ImageRef, message: str) -> str:
     if "denied" in lowered or "403" in lowered:
         return f"{where} denied access to {ref.repository} (403): the user may not push there"
     if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
-        return f"{where} is unreachable ({message.strip()}): is it running and is the address right?"
+        return (
+            f"{where} is unreachable ({message.strip()}): is it running and is the address right?"
+        )
     if "not found" in lowered or "404" in lowered:
         return f"{where} has no repository {ref.repository} (404): {message.strip()}"
     return f"{where}: {message.strip()}"
@@ -191,4 +196,4 @@ def _tar_context(context: BuildContext) -> Iterator[IO[bytes]]:
                     with Path(content).open("rb") as source:
                         tar.addfile(info, source)
         spool.seek(0)
-        yield spool  # type: ignore[misc]
+        yield spool

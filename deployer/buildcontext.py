@@ -40,7 +40,9 @@ class BuildContext:
     def add_file(self, dest: str, source: Path) -> None:
         self.files[dest] = source
 
-    def add_tree(self, dest: str, source: Path, exclude: tuple[str, ...] = ("__pycache__",)) -> None:
+    def add_tree(
+        self, dest: str, source: Path, exclude: tuple[str, ...] = ("__pycache__",)
+    ) -> None:
         """Add ``source`` (a file or a folder, recursively) under ``dest``."""
         if source.is_file():
             self.add_file(dest, source)

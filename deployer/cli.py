@@ -12,7 +12,6 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from deployer import __version__
@@ -30,21 +29,33 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "-c", "--config", type=Path, default=Path("deploy.yaml"), metavar="PATH",
+        "-c",
+        "--config",
+        type=Path,
+        default=Path("deploy.yaml"),
+        metavar="PATH",
         help="the deploy.yaml to use (default: ./deploy.yaml)",
     )
 
 
 def _add_targets(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument(
-        "-t", "--target", dest="targets", action="append", metavar="TARGET", required=required,
+        "-t",
+        "--target",
+        dest="targets",
+        action="append",
+        metavar="TARGET",
+        required=required,
         help="a target named in deploy.yaml; repeat for several (default: all)",
     )
 
 
 def _add_report_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--report-dir", type=Path, default=Path("."), metavar="DIR",
+        "--report-dir",
+        type=Path,
+        default=Path("."),
+        metavar="DIR",
         help="where deploy-report.json and deploy-report.md are (default: .)",
     )
 
@@ -81,7 +92,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     written = write_plan(plan, args.out)
     elapsed = time.perf_counter() - started
     for target in plan.targets:
-        print(f"{target.name:<12} {target.kind.KIND:<11} {args.out / target.name}  image {target.image}")
+        folder = args.out / target.name
+        print(f"{target.name:<12} {target.kind.KIND:<11} {folder}  image {target.image}")
     print(f"wrote {len(written)} files to {args.out} in {elapsed * 1000:.0f} ms")
     return 0
 
@@ -189,10 +201,15 @@ def _print_tests(run: TestRun) -> None:
         print(f"  {verdict:<4}  {r.name:<24} {r.status!s:>4}  {r.latency_ms:8.1f} ms  {r.detail}")
     if run.latency:
         lat = run.latency
-        limit = f" (limit {lat.limit_p95_ms:g} ms: {'ok' if lat.passed else 'EXCEEDED'})" \
-            if lat.limit_p95_ms is not None else ""
-        print(f"  latency over {lat.requests} requests: p50 {lat.p50_ms:.1f} ms, "
-              f"p95 {lat.p95_ms:.1f} ms{limit}, p99 {lat.p99_ms:.1f} ms")
+        limit = (
+            f" (limit {lat.limit_p95_ms:g} ms: {'ok' if lat.passed else 'EXCEEDED'})"
+            if lat.limit_p95_ms is not None
+            else ""
+        )
+        print(
+            f"  latency over {lat.requests} requests: p50 {lat.p50_ms:.1f} ms, "
+            f"p95 {lat.p95_ms:.1f} ms{limit}, p99 {lat.p99_ms:.1f} ms"
+        )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -214,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser(
-        "validate", help="check deploy.yaml and the files it names",
+        "validate",
+        help="check deploy.yaml and the files it names",
         description="Check deploy.yaml and every file it names; print one line per problem "
         "as FILE:LINE:COL: PATH: MESSAGE. Exit 2 when anything is wrong.",
     )
@@ -222,37 +240,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_validate)
 
     p = commands.add_parser(
-        "schema", help="print the JSON Schema of deploy.yaml",
+        "schema",
+        help="print the JSON Schema of deploy.yaml",
         description="Print the JSON Schema of deploy.yaml (for editors: point "
         "'# yaml-language-server: $schema=...' at it).",
     )
     p.set_defaults(handler=cmd_schema)
 
     p = commands.add_parser(
-        "render", help="write Dockerfiles and manifests for each target",
+        "render",
+        help="write Dockerfiles and manifests for each target",
         description="Write, for each target, everything needed to build and deploy it: "
         "image build contexts under OUT/images/ and deployment artifacts under OUT/TARGET/. "
         "Writes no secrets. OUT is emptied first (only if a previous render made it).",
     )
     _add_config(p)
     _add_targets(p)
-    p.add_argument("-o", "--out", type=Path, default=Path("out"), metavar="OUT_DIR",
-                   help="output folder (default: ./out)")
+    p.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        default=Path("out"),
+        metavar="OUT_DIR",
+        help="output folder (default: ./out)",
+    )
     p.set_defaults(handler=cmd_render)
 
     p = commands.add_parser(
-        "build", help="build the images of the targets (and push them with --push)",
+        "build",
+        help="build the images of the targets (and push them with --push)",
         description="Build each image the selected targets deploy, tagged REGISTRY/NAME:TAG "
         "where TAG is a hash of every build input: unchanged inputs mean no build and no push.",
     )
     _add_config(p)
     _add_targets(p)
-    p.add_argument("--push", action="store_true",
-                   help="push to the registry in deploy.yaml, with its credentials")
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="push to the registry in deploy.yaml, with its credentials",
+    )
     p.set_defaults(handler=cmd_build)
 
     p = commands.add_parser(
-        "deploy", help="build, push, deploy, test and report",
+        "deploy",
+        help="build, push, deploy, test and report",
         description="For each selected target: render, build, push, deploy, run the tests "
         "of deploy.yaml against it, and write deploy-report.json and deploy-report.md. A "
         "new version that fails to start or fails its tests leaves the previous one serving. "
@@ -261,12 +292,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(p)
     _add_targets(p)
     _add_report_dir(p)
-    p.add_argument("--ready-timeout", type=float, default=120.0, metavar="SECONDS",
-                   help="how long a new version may take to become ready (default: 120)")
+    p.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long a new version may take to become ready (default: 120)",
+    )
     p.set_defaults(handler=cmd_deploy)
 
     p = commands.add_parser(
-        "test", help="run deploy.yaml's tests against a deployed target",
+        "test",
+        help="run deploy.yaml's tests against a deployed target",
         description="Send each request in tests.requests, compare status and JSON (numbers "
         "within tolerance), measure latency over a burst and check latency_p95_ms. The "
         "scoring URI is --uri, or the one the last deploy report gives for the target.",
@@ -278,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_test)
 
     p = commands.add_parser(
-        "down", help="remove a target's deployment",
+        "down",
+        help="remove a target's deployment",
         description="Stop and remove what deploy started for the selected targets.",
     )
     _add_config(p)
@@ -287,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_down)
 
     p = commands.add_parser(
-        "serve", help="run the scoring server for an entry script (as images do)",
+        "serve",
+        help="run the scoring server for an entry script (as images do)",
         description="Run the scoring server on an Azure ML entry script. "
         "Options: --entry-script PATH --model-dir DIR [--host 127.0.0.1] [--port 5001] "
         "[--workers N]; see 'deployer serve --help'.",

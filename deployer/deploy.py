@@ -43,7 +43,9 @@ class Images:
         repository = target.image.repository
         if repository not in self.built:
             builder = ImageBuilder(self.client(), self.progress)
-            self.built[repository] = builder.ensure_built(self.plan.images[repository], target.image)
+            self.built[repository] = builder.ensure_built(
+                self.plan.images[repository], target.image
+            )
         return self.built[repository]
 
     def push(self, target: TargetPlan) -> PushOutcome:
@@ -60,7 +62,9 @@ def docker_client_factory() -> Callable[[], docker.DockerClient]:
     return cache(docker_engine.connect)
 
 
-def build_images(plan: Plan, progress: Sink, push: bool) -> list[tuple[BuildOutcome, PushOutcome | None]]:
+def build_images(
+    plan: Plan, progress: Sink, push: bool
+) -> list[tuple[BuildOutcome, PushOutcome | None]]:
     images = Images(plan, progress, docker_client_factory())
     results = []
     for target in plan.targets:
@@ -88,8 +92,9 @@ def deploy(plan: Plan, progress: Sink, ready_timeout_s: float = 120.0) -> Deploy
     return report
 
 
-def _deploy_target(target: TargetPlan, images: Images, progress: Sink,
-                   ready_timeout_s: float) -> TargetReport:
+def _deploy_target(
+    target: TargetPlan, images: Images, progress: Sink, ready_timeout_s: float
+) -> TargetReport:
     entry = TargetReport(target.name, target.kind.KIND, "failed", str(target.image))
     kind = target.kind
     try:
@@ -158,8 +163,14 @@ def down(plan: Plan, progress: Sink, remove_images: bool) -> list[str]:
         if not isinstance(kind, Deployable):
             raise UserError(f"removing {kind.KIND!r} deployments is not available in this version")
         ctx = DeployContext(
-            name=target.name, config=plan.config, target=target.target, image=target.image,
-            artifacts=target.artifacts, docker=client, verify=_no_verify, progress=progress,
+            name=target.name,
+            config=plan.config,
+            target=target.target,
+            image=target.image,
+            artifacts=target.artifacts,
+            docker=client,
+            verify=_no_verify,
+            progress=progress,
         )
         progress(Event("step", f"removing target {target.name}"))
         removed += [f"{target.name}: {item}" for item in kind.down(ctx, remove_images)]

@@ -25,7 +25,7 @@ def connect() -> docker.DockerClient:
         where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
         raise DeployerError(
             f"cannot reach the Docker engine at {where}: {_reason(exc)}. "
-            "Start it (on a development machine: eval \"$(scripts/dev-env)\")."
+            'Start it (on a development machine: eval "$(scripts/dev-env)").'
         ) from None
     return client
 

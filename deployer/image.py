@@ -32,7 +32,9 @@ def add_user_files(context: BuildContext, inputs: PlanInputs, app: str, model: s
     if config.code is not None:
         context.add_tree(app, base / config.code, exclude=("__pycache__", ".git"))
     else:
-        context.add_file(f"{app}/{PurePosixPath(config.entry_script).name}", base / config.entry_script)
+        context.add_file(
+            f"{app}/{PurePosixPath(config.entry_script).name}", base / config.entry_script
+        )
     model_path = base / config.model.path
     context.add_tree(f"{model}/{model_path.name}", model_path)
 

@@ -112,19 +112,31 @@ def to_markdown(report: DeployReport, masker: Masker) -> str:
 def _details(target: TargetReport) -> list[str]:
     lines: list[str] = []
     if target.tests and target.tests.results:
-        lines += ["", f"#### {target.name}: tests", "", "| Request | Result | Status | Latency |",
-                  "| --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"#### {target.name}: tests",
+            "",
+            "| Request | Result | Status | Latency |",
+            "| --- | --- | --- | --- |",
+        ]
         for r in target.tests.results:
             result = "pass" if r.passed else f"FAIL: {_cell(r.detail)}"
             lines.append(f"| {r.name} | {result} | {r.status} | {r.latency_ms:.1f} ms |")
         if target.tests.latency:
             lat = target.tests.latency
             limit = f" (limit {lat.limit_p95_ms:g} ms)" if lat.limit_p95_ms is not None else ""
-            lines += ["", f"Latency over {lat.requests} requests: p50 {lat.p50_ms:.1f} ms, "
-                      f"p95 {lat.p95_ms:.1f} ms{limit}, p99 {lat.p99_ms:.1f} ms."]
+            lines += [
+                "",
+                f"Latency over {lat.requests} requests: p50 {lat.p50_ms:.1f} ms, "
+                f"p95 {lat.p95_ms:.1f} ms{limit}, p99 {lat.p99_ms:.1f} ms.",
+            ]
     if target.error or target.logs:
-        lines += ["", "<details><summary>" + f"{target.name}: error and last log lines"
-                  + "</summary>", "", "```text"]
+        lines += [
+            "",
+            "<details><summary>" + f"{target.name}: error and last log lines" + "</summary>",
+            "",
+            "```text",
+        ]
         if target.error:
             lines.append(target.error)
         lines += target.logs

@@ -84,7 +84,11 @@ class _Connection:
         self._conn: http.client.HTTPConnection | None = None
 
     def _open(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._parts.scheme == "https" else http.client.HTTPConnection
+        cls = (
+            http.client.HTTPSConnection
+            if self._parts.scheme == "https"
+            else http.client.HTTPConnection
+        )
         return cls(self._parts.hostname or "", self._parts.port, timeout=TIMEOUT_S)
 
     def post(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes, float]:
@@ -93,7 +97,9 @@ class _Connection:
                 self._conn = self._open()
             started = time.perf_counter()
             try:
-                self._conn.request("POST", self._path, body=body, headers={**self._headers, **headers})
+                self._conn.request(
+                    "POST", self._path, body=body, headers={**self._headers, **headers}
+                )
                 response = self._conn.getresponse()
                 data = response.read()
             except (ConnectionError, http.client.HTTPException):

@@ -79,7 +79,11 @@ def test_the_installed_command_exits_2_with_every_problem_and_no_traceback(
 
     result = subprocess.run(
         [str(DEPLOYER), "validate", "-c", "deploy.yaml"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
     assert "Traceback" not in result.stderr
@@ -89,7 +93,10 @@ def test_the_installed_command_exits_2_with_every_problem_and_no_traceback(
 def test_the_installed_command_exits_0_on_the_example() -> None:
     result = subprocess.run(
         [str(DEPLOYER), "validate", "-c", str(EXAMPLE / "deploy.yaml")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith(f"{EXAMPLE / 'deploy.yaml'}: valid: service 'diabetes'")

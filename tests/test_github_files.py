@@ -20,9 +20,17 @@ WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
 def test_workflow_passes_check_jsonschema(workflow: Path) -> None:
     """check-jsonschema with its vendored github-workflows schema, as the issue asks."""
     result = subprocess.run(
-        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows",
-         str(workflow)],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.github-workflows",
+            str(workflow),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

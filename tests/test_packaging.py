@@ -42,14 +42,32 @@ def test_installed_wheel_renders_without_the_checkout(wheel: Path, tmp_path: Pat
     zipfile.ZipFile(wheel).extractall(site)
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(
-        [sys.executable, "-m", "deployer", "render", "-c", str(EXAMPLE / "deploy.yaml"),
-         "-t", "local", "-o", str(tmp_path / "out")],
-        env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "deployer",
+            "render",
+            "-c",
+            str(EXAMPLE / "deploy.yaml"),
+            "-t",
+            "local",
+            "-o",
+            str(tmp_path / "out"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     probe = subprocess.run(
         [sys.executable, "-c", "import deployer.resources as r; print(r.templates_dir())"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert probe.stdout.strip() == str(site / "deployer" / "templates")
 
@@ -58,7 +76,8 @@ def test_serve_extra_matches_the_image_requirements() -> None:
     """The image installs deployer/serving/requirements.txt; `pip install deployer[serve]`
     must give a host the same server."""
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
-        "optional-dependencies"]["serve"]
+        "optional-dependencies"
+    ]["serve"]
     listed = [
         line.strip()
         for line in (REPO / "deployer" / "serving" / "requirements.txt").read_text().splitlines()

@@ -78,12 +78,12 @@ def test_rerender_removes_stale_files(tmp_path: Path) -> None:
 def test_unknown_target_is_a_user_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code = main(["render", "-c", str(EXAMPLE / "deploy.yaml"), "-t", "lcoal", "-o", str(tmp_path)])
     assert code == 2
-    assert "no target named 'lcoal' in deploy.yaml; did you mean 'local'?" in capsys.readouterr().err
+    assert (
+        "no target named 'lcoal' in deploy.yaml; did you mean 'local'?" in capsys.readouterr().err
+    )
 
 
-def test_no_secret_reaches_a_rendered_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_secret_reaches_a_rendered_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "s3cr3t-Value-that-must-not-leak"
     monkeypatch.setenv("REGISTRY_USERNAME", "ci-user-" + secret)
     monkeypatch.setenv("REGISTRY_PASSWORD", secret)

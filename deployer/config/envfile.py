@@ -58,25 +58,38 @@ def _read_conda(path: Path, shown: str, python: str) -> tuple[list[str], list[Pr
         return [], [problem(Position(1, 1), "", f"cannot be read: {exc}")]
     problems = [problem(issue.position, dotted(issue.path), issue.message) for issue in issues]
     if not isinstance(data, dict):
-        return [], [*problems, problem(
-            source.value(()), "",
-            "a conda environment file must be a mapping with a 'dependencies' list",
-        )]
+        return [], [
+            *problems,
+            problem(
+                source.value(()),
+                "",
+                "a conda environment file must be a mapping with a 'dependencies' list",
+            ),
+        ]
     deps: Any = data.get("dependencies", [])
     if not isinstance(deps, list):
-        return [], [*problems, problem(source.key(("dependencies",)), "dependencies",
-                                       "must be a list")]
+        return [], [
+            *problems,
+            problem(source.key(("dependencies",)), "dependencies", "must be a list"),
+        ]
     requirements: list[str] = []
     for index, dep in enumerate(deps):
         at = source.value(("dependencies", index))
         where = f"dependencies[{index}]"
         if isinstance(dep, dict) and "pip" in dep:
             pip = dep["pip"]
-            if set(dep) != {"pip"} or not isinstance(pip, list) or not all(
-                isinstance(item, str) for item in pip
+            if (
+                set(dep) != {"pip"}
+                or not isinstance(pip, list)
+                or not all(isinstance(item, str) for item in pip)
             ):
-                problems.append(problem(at, where, "must be 'pip:' followed by a list of "
-                                                   "requirements, one string each"))
+                problems.append(
+                    problem(
+                        at,
+                        where,
+                        "must be 'pip:' followed by a list of requirements, one string each",
+                    )
+                )
                 continue
             requirements += pip
             continue
@@ -87,17 +100,23 @@ def _read_conda(path: Path, shown: str, python: str) -> tuple[list[str], list[Pr
         name, constraint = match["name"].lower(), (match["constraint"] or "").strip()
         if name == "python":
             if constraint and not _python_agrees(constraint, python):
-                problems.append(problem(
-                    at, where,
-                    f"{dep!r} conflicts with environment.python {python!r} in deploy.yaml; "
-                    "make them agree",
-                ))
+                problems.append(
+                    problem(
+                        at,
+                        where,
+                        f"{dep!r} conflicts with environment.python {python!r} in deploy.yaml; "
+                        "make them agree",
+                    )
+                )
         elif name not in _TOOLING:
-            problems.append(problem(
-                at, where,
-                f"conda package {match['name']!r} cannot be installed: images use a Python "
-                "venv without conda; list it under 'pip:' instead",
-            ))
+            problems.append(
+                problem(
+                    at,
+                    where,
+                    f"conda package {match['name']!r} cannot be installed: images use a Python "
+                    "venv without conda; list it under 'pip:' instead",
+                )
+            )
     return requirements, problems
 
 
@@ -127,4 +146,3 @@ def _python_agrees(constraint: str, python: str) -> bool:
         if not admitted:
             return False
     return True
-

@@ -40,7 +40,7 @@ def _check_keys_in_schema(schema: dict[str, Any]) -> None:
             patterns = candidate.get("patternProperties")
             if not isinstance(patterns, dict) or len(patterns) != 1:
                 continue
-            (pattern, values), = patterns.items()
+            ((pattern, values),) = patterns.items()
             del candidate["patternProperties"]
             candidate["propertyNames"] = {**candidate.get("propertyNames", {}), "pattern": pattern}
             candidate["additionalProperties"] = values
@@ -54,8 +54,9 @@ class Section(BaseModel):
     )
 
 
-def error(kind: str, message: str, at: str | tuple[str | int, ...] | None = None, **values: Any
-          ) -> PydanticCustomError:
+def error(
+    kind: str, message: str, at: str | tuple[str | int, ...] | None = None, **values: Any
+) -> PydanticCustomError:
     """A validation error whose ``message`` is formatted with ``values`` (``str.format``).
 
     ``at`` (a field name, or a path below the model) points an error raised by a model
@@ -249,8 +250,12 @@ HeaderName = Annotated[
 ]
 HeaderValue = Annotated[
     str,
-    Rule("HTTP header value", "text without line breaks or control characters",
-         r"^[^\x00-\x08\x0a-\x1f\x7f]*$", min_length=0),
+    Rule(
+        "HTTP header value",
+        "text without line breaks or control characters",
+        r"^[^\x00-\x08\x0a-\x1f\x7f]*$",
+        min_length=0,
+    ),
 ]
 
 
@@ -273,8 +278,9 @@ def _relative_path(value: str, info: ValidationInfo) -> Path | None:
 def _existing(value: str, info: ValidationInfo) -> str:
     path = _relative_path(value, info)
     if path is not None and not path.exists():
-        raise error("missing_file", "{value!r} does not exist (relative to deploy.yaml)",
-                    value=value)
+        raise error(
+            "missing_file", "{value!r} does not exist (relative to deploy.yaml)", value=value
+        )
     return value
 
 
@@ -282,15 +288,15 @@ def _existing_file(value: str, info: ValidationInfo) -> str:
     path = _relative_path(value, info)
     if path is not None and not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise error("missing_file", "{value!r} " + what + " (relative to deploy.yaml)",
-                    value=value)
+        raise error("missing_file", "{value!r} " + what + " (relative to deploy.yaml)", value=value)
     return value
 
 
 def _entry_script(value: str, info: ValidationInfo) -> str:
     if not value.endswith(".py"):
-        raise error("entry_script", "must be a Python file ending in .py, got {value!r}",
-                    value=value)
+        raise error(
+            "entry_script", "must be a Python file ending in .py, got {value!r}", value=value
+        )
     _existing_file(value, info)
     path = _relative_path(value, info)
     if path is None:
@@ -306,8 +312,9 @@ def _entry_script(value: str, info: ValidationInfo) -> str:
             msg=exc.msg,
         ) from None
     except (ValueError, OSError) as exc:  # null bytes (Python 3.11), unreadable file
-        raise error("entry_script", "{value!r} cannot be read as Python: {exc}",
-                    value=value, exc=exc) from None
+        raise error(
+            "entry_script", "{value!r} cannot be read as Python: {exc}", value=value, exc=exc
+        ) from None
     defined = _module_names(tree.body)
     missing = [name for name in ("init", "run") if name not in defined]
     if missing and "*" not in defined:
@@ -336,8 +343,12 @@ def _module_names(body: list[ast.stmt]) -> set[str]:
         elif isinstance(node, ast.If | ast.With):
             names |= _module_names(node.body) | _module_names(getattr(node, "orelse", []))
         elif isinstance(node, ast.Try):
-            for block in (node.body, node.orelse, node.finalbody,
-                          *(handler.body for handler in node.handlers)):
+            for block in (
+                node.body,
+                node.orelse,
+                node.finalbody,
+                *(handler.body for handler in node.handlers),
+            ):
                 names |= _module_names(block)
     return names
 

@@ -77,11 +77,27 @@ def validate_text(text: str, shown: str, base_dir: Path) -> DeployConfig:
     except YamlSyntaxError as exc:
         raise ConfigError([at(exc.position, (), exc.message)]) from None
     if data is None:
-        raise ConfigError([at(Position(1, 1), (), "the file is empty; expected a mapping with "
-                              "version, name, model, entry_script, registry and targets")])
+        raise ConfigError(
+            [
+                at(
+                    Position(1, 1),
+                    (),
+                    "the file is empty; expected a mapping with "
+                    "version, name, model, entry_script, registry and targets",
+                )
+            ]
+        )
     if not isinstance(data, dict):
-        raise ConfigError([at(source.value(()), (), "the top level must be a mapping of keys "
-                              f"(version, name, model, ...), not {describe(data)}")])
+        raise ConfigError(
+            [
+                at(
+                    source.value(()),
+                    (),
+                    "the top level must be a mapping of keys "
+                    f"(version, name, model, ...), not {describe(data)}",
+                )
+            ]
+        )
     problems = [at(issue.position, issue.path, issue.message) for issue in yaml_issues]
     context = {"base_dir": base_dir}
     shown_dir = Path(shown).parent
@@ -263,8 +279,10 @@ def _unknown_key_message(loc: Loc, data: Any) -> str:
         this = _node(loc[:2], data)["type"]  # a known kind: its section model was found
         others = [name for name, other in ALL_KINDS.items() if key in other.Config.model_fields]
         if others:
-            return (f"unknown key {key!r}: {this} targets do not take it "
-                    f"({', '.join(others)} targets do)")
+            return (
+                f"unknown key {key!r}: {this} targets do not take it "
+                f"({', '.join(others)} targets do)"
+            )
     return f"unknown key {key!r}; expected one of: {', '.join(known)}"
 
 

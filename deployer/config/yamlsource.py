@@ -229,8 +229,9 @@ class _Builder:
             result[key] = self.build(value_node, child, key_at)
         return result
 
-    def _entries(self, node: yaml.MappingNode, path: Path
-                 ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    def _entries(
+        self, node: yaml.MappingNode, path: Path
+    ) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """The mapping's entries by key, merged keys first, own keys winning over them."""
         merged: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         own: dict[str, tuple[yaml.Node, yaml.Node]] = {}
@@ -254,8 +255,9 @@ class _Builder:
                 where = f"line {first.line}"
                 if first.line == key_node.start_mark.line + 1:  # a flow mapping on one line
                     where += f", column {first.col}"
-                self._report(key_node, (*path, key),
-                             f"duplicate key {key!r} (first defined at {where})")
+                self._report(
+                    key_node, (*path, key), f"duplicate key {key!r} (first defined at {where})"
+                )
                 continue
             own[key] = (key_node, value_node)
         self._merging.discard(id(node))
@@ -283,7 +285,7 @@ class _Builder:
             key_node,
             (*path, key_node.value),
             f"YAML reads the key {key_node.value!r} as {_kind(key)}; "
-            f"quote it (\"{key_node.value}\") to use it as text",
+            f'quote it ("{key_node.value}") to use it as text',
         )
         return None
 

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -138,69 +139,118 @@ def _config_of(ctx: RenderContext) -> Config:
 # The switch costs one server start-up (about a second for the example) without traffic.
 
 
+@dataclass(frozen=True)
+class _Release:
+    """One deploy of one rendered container spec: what every step of it shares."""
+
+    ctx: DeployContext
+    client: docker.DockerClient
+    spec: dict[str, Any]
+    spec_hash: str
+
+    @property
+    def base(self) -> str:
+        return str(self.spec["Labels"][LABEL_BASE_NAME])
+
+    def start(self, role: str, port: int) -> tuple[Container, LogFollower]:
+        body = json.loads(json.dumps(self.spec))  # a copy to adjust
+        body["Labels"] = {**body["Labels"], LABEL_SPEC: self.spec_hash, LABEL_ROLE: role}
+        body["Env"] = [e for e in body["Env"] if not e.startswith("DEPLOYER_SERVER_PORT=")]
+        body["Env"].append(f"DEPLOYER_SERVER_PORT={port}")
+        name = f"{self.base}-{self.spec_hash}"
+        if role == "candidate":
+            name += "-candidate"
+            # A candidate that dies must stay dead, so that its exit and log can be reported.
+            body["HostConfig"]["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
+        with contextlib.suppress(Exception):
+            self.client.containers.get(name).remove(force=True)
+        created = self.client.api.create_container_from_config(body, name=name)
+        container = self.client.containers.get(created["Id"])
+        container.start()
+        return container, LogFollower(container, self.ctx.progress)
+
+
 def deploy(ctx: DeployContext) -> DeployOutcome:
     body = ctx.artifacts["container.json"]
-    spec: dict[str, Any] = json.loads(body)
-    spec_hash = hashlib.sha256(body.encode()).hexdigest()[:SPEC_HASH_LENGTH]
-    base = spec["Labels"][LABEL_BASE_NAME]
+    release = _Release(
+        ctx,
+        ctx.docker(),
+        json.loads(body),
+        hashlib.sha256(body.encode()).hexdigest()[:SPEC_HASH_LENGTH],
+    )
     port = _config_of_target(ctx.target).port
-    client = ctx.docker()
-    existing = client.containers.list(all=True, filters={"label": f"{LABEL_BASE_NAME}={base}"})
+    existing = release.client.containers.list(
+        all=True, filters={"label": f"{LABEL_BASE_NAME}={release.base}"}
+    )
     for leftover in [c for c in existing if c.labels.get(LABEL_ROLE) != "service"]:
         leftover.remove(force=True)  # a candidate from an interrupted deploy
     serving = [c for c in existing if c.labels.get(LABEL_ROLE) == "service"]
     uri, swagger = _uris(port)
 
-    current = [c for c in serving if c.status == "running" and c.labels.get(LABEL_SPEC) == spec_hash]
+    current = [
+        c
+        for c in serving
+        if c.status == "running" and c.labels.get(LABEL_SPEC) == release.spec_hash
+    ]
     if current:
-        ctx.progress(Event("step", f"{ctx.name}: {current[0].name} already runs this version; "
-                                   "no restart"))
+        ctx.progress(
+            Event("step", f"{ctx.name}: {current[0].name} already runs this version; no restart")
+        )
         tests = ctx.verify(uri)
         if not tests.passed:
             raise DeployFailed(f"{ctx.name}: the running version fails its tests", tests=tests)
         return DeployOutcome("unchanged", uri, swagger, tests)
 
-    candidate_port = free_port()
-    ctx.progress(Event("step", f"{ctx.name}: starting the new version on port {candidate_port} "
-                               "to test it"))
-    candidate, follower = _start(client, spec, spec_hash, f"{base}-{spec_hash}-candidate",
-                                 "candidate", candidate_port, ctx)
+    logs = _try_candidate(release)
+    return _switch(release, serving, port, logs)
+
+
+def _try_candidate(release: _Release) -> list[str]:
+    """Start the new version on a free port and test it there; return its log."""
+    ctx = release.ctx
+    port = free_port()
+    ctx.progress(Event("step", f"{ctx.name}: starting the new version on port {port} to test it"))
+    candidate, follower = release.start("candidate", port)
     try:
-        wait_ready(candidate, _ready_url(candidate_port), ctx.ready_timeout_s, follower)
-        tests = ctx.verify(_uris(candidate_port)[0])
+        wait_ready(candidate, _ready_url(port), ctx.ready_timeout_s, follower)
+        tests = ctx.verify(_uris(port)[0])
         if not tests.passed:
             raise DeployFailed(
                 f"{ctx.name}: the new version fails its tests ({tests.summary}); "
                 "the previous version is still serving",
-                follower.lines(candidate), tests,
+                follower.lines(candidate),
+                tests,
             )
+        return follower.lines(candidate)
     except DeployFailed as failure:
         if not failure.logs:
             failure.logs = follower.lines(candidate)
-        candidate.remove(force=True)
         raise
-    logs = follower.lines(candidate)
-    candidate.remove(force=True)
-    return _switch(client, spec, spec_hash, base, serving, port, ctx, logs)
+    finally:
+        candidate.remove(force=True)
 
 
-def _switch(client: docker.DockerClient, spec: dict[str, Any], spec_hash: str, base: str,
-            serving: list[Container], port: int, ctx: DeployContext, logs: list[str]
-            ) -> DeployOutcome:
-    stop_timeout = int(spec.get("StopTimeout", 10))
+def _switch(
+    release: _Release, serving: list[Container], port: int, logs: list[str]
+) -> DeployOutcome:
+    ctx = release.ctx
+    stop_timeout = int(release.spec.get("StopTimeout", 10))
     for old in serving:
         if old.status == "running":
             ctx.progress(Event("step", f"{ctx.name}: stopping the previous version {old.name}"))
             old.stop(timeout=stop_timeout)
     ctx.progress(Event("step", f"{ctx.name}: starting the new version on port {port}"))
-    final, follower = _start(client, spec, spec_hash, f"{base}-{spec_hash}", "service", port, ctx)
+    final, follower = release.start("service", port)
     try:
         wait_ready(final, _ready_url(port), ctx.ready_timeout_s, follower)
         uri, swagger = _uris(port)
         tests = ctx.verify(uri)
         if not tests.passed:
-            raise DeployFailed(f"{ctx.name}: the new version fails its tests on port {port}",
-                               follower.lines(final), tests)
+            raise DeployFailed(
+                f"{ctx.name}: the new version fails its tests on port {port}",
+                follower.lines(final),
+                tests,
+            )
     except DeployFailed as failure:
         final.remove(force=True)
         for old in serving:
@@ -213,29 +263,14 @@ def _switch(client: docker.DockerClient, spec: dict[str, Any], spec_hash: str, b
     return DeployOutcome("deployed", uri, swagger, tests, logs)
 
 
-def _start(client: docker.DockerClient, spec: dict[str, Any], spec_hash: str, name: str,
-           role: str, port: int, ctx: DeployContext) -> tuple[Container, LogFollower]:
-    body = json.loads(json.dumps(spec))  # a copy to adjust
-    body["Labels"] = {**body["Labels"], LABEL_SPEC: spec_hash, LABEL_ROLE: role}
-    body["Env"] = [e for e in body["Env"] if not e.startswith("DEPLOYER_SERVER_PORT=")]
-    body["Env"].append(f"DEPLOYER_SERVER_PORT={port}")
-    if role == "candidate":
-        # A candidate that dies must stay dead, so that its exit and log can be reported.
-        body["HostConfig"]["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
-    with contextlib.suppress(Exception):
-        client.containers.get(name).remove(force=True)
-    created = client.api.create_container_from_config(body, name=name)
-    container = client.containers.get(created["Id"])
-    container.start()
-    return container, LogFollower(container, ctx.progress)
-
-
 def down(ctx: DeployContext, remove_images: bool) -> list[str]:
     base = base_name(ctx.config.name, ctx.name)
     client = ctx.docker()
     removed: list[str] = []
     images: set[str] = set()
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL_BASE_NAME}={base}"}):
+    for container in client.containers.list(
+        all=True, filters={"label": f"{LABEL_BASE_NAME}={base}"}
+    ):
         images.add(container.image.id if container.image else "")
         stop_and_remove(container, int(container.attrs.get("Config", {}).get("StopTimeout") or 10))
         removed.append(f"container {container.name}")

@@ -12,8 +12,15 @@ from deployer.schema import deploy_schema
 from tests.conftest import EXAMPLE
 
 # deploy.yaml's own sections (the target kinds' sections belong to their modules).
-SECTIONS = ["ModelSpec", "Environment", "Server", "Registry", "Expectation", "ScoringTest",
-            "ScoringTests"]
+SECTIONS = [
+    "ModelSpec",
+    "Environment",
+    "Server",
+    "Registry",
+    "Expectation",
+    "ScoringTest",
+    "ScoringTests",
+]
 
 
 def example() -> dict[str, Any]:
@@ -23,8 +30,11 @@ def example() -> dict[str, Any]:
 
 def test_every_setting_of_deploy_yaml_has_a_description() -> None:
     schema = deploy_schema()
-    properties = {f"{name}.{key}": value for name in SECTIONS
-                  for key, value in schema["$defs"][name]["properties"].items()}
+    properties = {
+        f"{name}.{key}": value
+        for name in SECTIONS
+        for key, value in schema["$defs"][name]["properties"].items()
+    }
     properties |= schema["properties"]
     assert [name for name, value in properties.items() if not value.get("description")] == []
 

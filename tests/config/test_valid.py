@@ -121,7 +121,11 @@ def test_the_base_image_follows_the_python_version(project: Callable[[str], Path
 
 
 def test_merge_keys_share_settings_and_own_keys_win(project: Callable[[str], Path]) -> None:
-    config = load_config(project(MINIMAL.replace("  local: {type: local}\n", """\
+    config = load_config(
+        project(
+            MINIMAL.replace(
+                "  local: {type: local}\n",
+                """\
   staging: &azure
     type: aci
     subscription_id: "00000000-0000-0000-0000-000000000000"
@@ -133,7 +137,10 @@ def test_merge_keys_share_settings_and_own_keys_win(project: Callable[[str], Pat
     cpu_cores: 2
     dns_name_label: diabetes-prod
   copy: *azure
-""")))
+""",
+            )
+        )
+    )
 
     staging, production, copy = (config.targets[name] for name in ("staging", "production", "copy"))
     assert isinstance(production, aci.Config)
@@ -146,16 +153,27 @@ def test_merge_keys_share_settings_and_own_keys_win(project: Callable[[str], Pat
 def test_quoted_keys_that_yaml_would_read_as_other_types_are_text(
     project: Callable[[str], Path],
 ) -> None:
-    config = load_config(project(MINIMAL.replace(
-        "model: {path: model}", 'model: {path: model, tags: {"on": "yes", "2024": "true"}}'
-    )))
+    config = load_config(
+        project(
+            MINIMAL.replace(
+                "model: {path: model}", 'model: {path: model, tags: {"on": "yes", "2024": "true"}}'
+            )
+        )
+    )
     assert config.model.tags == {"on": "yes", "2024": "true"}
 
 
 @pytest.mark.parametrize(
     "pin",
-    ["python", "python=3.11", "python==3.11.4", "python 3.11", "python>=3.9,<3.13", "python=3.11.*",
-     "conda-forge::python=3.11"],
+    [
+        "python",
+        "python=3.11",
+        "python==3.11.4",
+        "python 3.11",
+        "python>=3.9,<3.13",
+        "python=3.11.*",
+        "conda-forge::python=3.11",
+    ],
 )
 def test_conda_python_pins_that_admit_the_configured_version(
     project: Callable[[str], Path], pin: str

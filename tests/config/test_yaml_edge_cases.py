@@ -91,6 +91,6 @@ def test_keys_that_are_not_simple_names_are_quoted_in_the_path(tmp_path: Path) -
         '  pip_requirements: requirements.txt\n  variables: {"A.B": "1"}',
     )
     assert problems(tmp_path, text) == [
-        '10:15: environment.variables["A.B"]: \'A.B\' is not a valid environment variable '
+        "10:15: environment.variables[\"A.B\"]: 'A.B' is not a valid environment variable "
         "name: use letters, digits and '_', not starting with a digit"
     ]

@@ -12,16 +12,35 @@ from deployer.verify import Latency, RequestResult, TestRun
 def _report(secret: str) -> DeployReport:
     tests = TestRun(
         "http://127.0.0.1:8080/score",
-        [RequestResult("two-rows", True, 200, 200, 3.2), RequestResult("bad", False, 200, 500, 2.0, "status 200, expected 500")],
+        [
+            RequestResult("two-rows", True, 200, 200, 3.2),
+            RequestResult("bad", False, 200, 500, 2.0, "status 200, expected 500"),
+        ],
         Latency(50, 1.0, 2.0, 3.0, 250),
     )
     return DeployReport(
-        service="diabetes", model="diabetes-ridge", model_version="abc", config="deploy.yaml",
+        service="diabetes",
+        model="diabetes-ridge",
+        model_version="abc",
+        config="deploy.yaml",
         targets=[
-            TargetReport("local", "local", "deployed", "127.0.0.1:5000/diabetes:1", digest="sha256:1",
-                         scoring_uri="http://127.0.0.1:8080/score", tests=tests),
-            TargetReport("edge", "iot_edge", "failed", "127.0.0.1:5000/diabetes:1",
-                         error=f"login failed for password {secret}", logs=["line 1", f"env {secret}"]),
+            TargetReport(
+                "local",
+                "local",
+                "deployed",
+                "127.0.0.1:5000/diabetes:1",
+                digest="sha256:1",
+                scoring_uri="http://127.0.0.1:8080/score",
+                tests=tests,
+            ),
+            TargetReport(
+                "edge",
+                "iot_edge",
+                "failed",
+                "127.0.0.1:5000/diabetes:1",
+                error=f"login failed for password {secret}",
+                logs=["line 1", f"env {secret}"],
+            ),
         ],
     )
 
@@ -38,7 +57,10 @@ def test_both_files_hold_the_results_and_mask_secrets(tmp_path: Path) -> None:
     assert local["passed"] is False  # one request failed
     assert edge["status"] == "failed" and edge["logs"] == ["line 1", "env ***"]
     markdown = md_path.read_text()
-    assert "| local | local | ❌ deployed | `http://127.0.0.1:8080/score` | 1/2 passed | 2.0 ms |" in markdown
+    assert (
+        "| local | local | ❌ deployed | `http://127.0.0.1:8080/score` | 1/2 passed | 2.0 ms |"
+        in markdown
+    )
     assert "<details><summary>edge: error and last log lines</summary>" in markdown
     for path in (json_path, md_path):
         assert secret not in path.read_text()

@@ -52,7 +52,11 @@ def _tests(requests: list[dict[str, object]], **extra: object) -> ScoringTests:
 def test_passing_requests_and_latency(scoring_uri: str) -> None:
     tests = _tests(
         [
-            {"name": "doubles", "json": {"data": [1, 2.5]}, "expect": {"json": [2, 5.0004], "tolerance": 0.001}},
+            {
+                "name": "doubles",
+                "json": {"data": [1, 2.5]},
+                "expect": {"json": [2, 5.0004], "tolerance": 0.001},
+            },
             {"name": "bad", "json": {"nope": 1}, "expect": {"status": 500}},
         ],
         latency_p95_ms=1000,
@@ -66,14 +70,18 @@ def test_passing_requests_and_latency(scoring_uri: str) -> None:
 
 
 def test_a_wrong_value_outside_tolerance_fails_with_its_path(scoring_uri: str) -> None:
-    tests = _tests([{"name": "off", "json": {"data": [1, 2]}, "expect": {"json": [2, 4.1], "tolerance": 0.01}}])
+    tests = _tests(
+        [{"name": "off", "json": {"data": [1, 2]}, "expect": {"json": [2, 4.1], "tolerance": 0.01}}]
+    )
     run = run_tests(scoring_uri, tests)
     assert not run.passed
     assert run.results[0].detail == "$[1]: 4 differs from 4.1 by more than 0.01"
 
 
 def test_a_wrong_status_fails_and_shows_the_body(scoring_uri: str) -> None:
-    run = run_tests(scoring_uri, _tests([{"name": "s", "json": {"x": 1}, "expect": {"status": 200}}]))
+    run = run_tests(
+        scoring_uri, _tests([{"name": "s", "json": {"x": 1}, "expect": {"status": 200}}])
+    )
     assert not run.passed
     assert run.results[0].status == 500
     assert "status 500, expected 200" in run.results[0].detail
@@ -81,7 +89,9 @@ def test_a_wrong_status_fails_and_shows_the_body(scoring_uri: str) -> None:
 
 
 def test_latency_over_budget_fails(scoring_uri: str) -> None:
-    run = run_tests(scoring_uri, _tests([{"name": "ok", "json": {"data": [1]}}], latency_p95_ms=0.001))
+    run = run_tests(
+        scoring_uri, _tests([{"name": "ok", "json": {"data": [1]}}], latency_p95_ms=0.001)
+    )
     assert run.results[0].passed
     assert run.latency is not None and not run.latency.passed
     assert not run.passed
@@ -102,7 +112,12 @@ def test_an_unreachable_service_is_reported_not_raised() -> None:
         ({"a": 1}, {"b": 1}, 0, "$: keys ['a'], expected ['b']"),
         (True, 1, 0, "$: true, expected 1"),
         ("1", 1, 0, '$: "1", expected 1'),
-        ({"a": {"b": [0, 3]}}, {"a": {"b": [0, 2]}}, 0.5, "$.a.b[1]: 3 differs from 2 by more than 0.5"),
+        (
+            {"a": {"b": [0, 3]}},
+            {"a": {"b": [0, 2]}},
+            0.5,
+            "$.a.b[1]: 3 differs from 2 by more than 0.5",
+        ),
     ],
 )
 def test_json_comparison(actual: object, expected: object, tolerance: float, mismatch: str) -> None:

@@ -65,4 +65,3 @@ def free_port() -> int:
     from deployer.containers import free_port as pick
 
     return pick()
-

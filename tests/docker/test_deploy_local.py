@@ -34,7 +34,9 @@ class Repo:
         self.root = root
         self.name = f"it-{uuid.uuid4().hex[:8]}"
         self.port = free_port()
-        shutil.copytree(EXAMPLE, root / "repo", ignore=shutil.ignore_patterns("__pycache__", "tests"))
+        shutil.copytree(
+            EXAMPLE, root / "repo", ignore=shutil.ignore_patterns("__pycache__", "tests")
+        )
         self.config = root / "repo" / "deploy.yaml"
         text = self.config.read_text()
         text = text.replace("name: diabetes\n", f"name: {self.name}\n", 1)
@@ -90,8 +92,9 @@ def _tags(registry: str, repository: str, env: dict[str, str]) -> list[str]:
         raise
 
 
-def test_build_and_push_with_basic_auth(repo: Repo, dev_env: dict[str, str],
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_and_push_with_basic_auth(
+    repo: Repo, dev_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert repo.cli("build", "-t", "local", "--push") == 0
     out = capsys.readouterr().out
     assert "built, pushed" in out
@@ -100,7 +103,9 @@ def test_build_and_push_with_basic_auth(repo: Repo, dev_env: dict[str, str],
     assert _tags("127.0.0.1:5000", repo.name, dev_env) == [ref.rsplit(":", 1)[1]]
 
 
-def test_build_again_is_unchanged_with_no_push(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+def test_build_again_is_unchanged_with_no_push(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert repo.cli("build", "-t", "local", "--push") == 0
     assert "unchanged, already in the registry" in capsys.readouterr().out
 
@@ -121,7 +126,11 @@ def test_deploy_local_serves_and_passes_its_tests(repo: Repo) -> None:
     assert target["status"] == "deployed"
     assert target["scoring_uri"] == f"http://127.0.0.1:{repo.port}/score"
     assert target["tests"]["passed"] is True
-    assert [r["name"] for r in target["tests"]["results"]] == ["two-rows", "dataset-rows", "bad-input"]
+    assert [r["name"] for r in target["tests"]["results"]] == [
+        "two-rows",
+        "dataset-rows",
+        "bad-input",
+    ]
     assert repo.score(ROWS) == pytest.approx([4640.521], abs=1e-3)
     markdown = (repo.reports / "deploy-report.md").read_text()
     assert f"`http://127.0.0.1:{repo.port}/score`" in markdown
@@ -146,7 +155,9 @@ def test_redeploy_without_change_builds_pushes_and_restarts_nothing(repo: Repo) 
     assert after.attrs["State"]["StartedAt"] == before.attrs["State"]["StartedAt"]
 
 
-def test_model_only_change_reuses_the_dependency_layers(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+def test_model_only_change_reuses_the_dependency_layers(
+    repo: Repo, capsys: pytest.CaptureFixture[str]
+) -> None:
     model = repo.config.parent / "model" / "diabetes.onnx"
     model.write_bytes(model.read_bytes() + b"")  # same bytes: no change yet
     (repo.config.parent / "model" / "NOTES.txt").write_text("retrained\n")
@@ -165,7 +176,13 @@ def test_model_only_change_reuses_the_dependency_layers(repo: Repo, capsys: pyte
 
 def test_a_broken_init_fails_the_deploy_and_keeps_the_old_version(repo: Repo) -> None:
     script = repo.config.parent / "score.py"
-    script.write_text(script.read_text().replace("def init():", "def init():\n    raise RuntimeError('model store offline')\n\n\ndef _unused():", 1))
+    script.write_text(
+        script.read_text().replace(
+            "def init():",
+            "def init():\n    raise RuntimeError('model store offline')\n\n\ndef _unused():",
+            1,
+        )
+    )
     (before,) = _service_containers(repo)
     code, target = repo.deploy()
     assert code == 1

@@ -276,9 +276,7 @@ def test_a_str_result_is_sent_as_a_json_string(
 
 
 def _post(body: bytes) -> func.HttpRequest:
-    return func.HttpRequest(
-        method="POST", url="http://127.0.0.1/api/models/diabetes", body=body
-    )
+    return func.HttpRequest(method="POST", url="http://127.0.0.1/api/models/diabetes", body=body)
 
 
 # --- the function app, as the Functions host and worker read it -------------------------
@@ -327,10 +325,15 @@ def test_blob_bindings_read_and_write_the_configured_paths(
     assert app.function == "score_blob"
     trigger, output = app.json("wwwroot/score_blob/function.json")["bindings"]
     assert (trigger["type"], trigger["path"], trigger["connection"]) == (
-        "blobTrigger", "input/{name}.json", "TriggerConnectionString"
+        "blobTrigger",
+        "input/{name}.json",
+        "TriggerConnectionString",
     )
     assert (output["type"], output["direction"], output["path"], output["connection"]) == (
-        "blob", "out", "output/{name}_out.json", "TriggerConnectionString"
+        "blob",
+        "out",
+        "output/{name}_out.json",
+        "TriggerConnectionString",
     )
 
 
@@ -355,7 +358,9 @@ def test_service_bus_output_queue_is_bound_only_when_configured(
     trigger, output = with_output["bindings"]
     assert (trigger["queueName"], trigger["connection"]) == ("requests", "ServiceBusConnection")
     assert (output["type"], output["name"], output["queueName"]) == (
-        "serviceBus", "$return", "predictions"
+        "serviceBus",
+        "$return",
+        "predictions",
     )
     without = render(SERVICE_BUS_WITHOUT_OUTPUT).json("wwwroot/score_service_bus/function.json")
     assert [b["type"] for b in without["bindings"]] == ["serviceBusTrigger"]
@@ -473,7 +478,8 @@ def test_app_json_holds_a_site_and_plan_that_azure_mgmt_web_reads(
     }
     assert deployment["function"] == {"name": "score_blob", "trigger": "blob"}
     assert (deployment["subscription_id"], deployment["location"]) == (
-        "00000000-0000-0000-0000-000000000000", None
+        "00000000-0000-0000-0000-000000000000",
+        None,
     )
 
 
@@ -501,7 +507,9 @@ def test_app_json_names_each_triggers_connection_and_no_registry_secret_without_
     http = settings(render(HTTP))
     placeholders = {value for value in http.values() if "${" in value}
     assert placeholders == {
-        "${AzureWebJobsStorage}", "${REGISTRY_USERNAME}", "${REGISTRY_PASSWORD}"
+        "${AzureWebJobsStorage}",
+        "${REGISTRY_USERNAME}",
+        "${REGISTRY_PASSWORD}",
     }
 
 

@@ -27,8 +27,7 @@ from tests.conftest import EXAMPLE, reference_dir
 Manifest = dict[str, Any]
 AT_SCALE = (
     "device_id: edge-01",
-    "deployment: {id: diabetes-fleet, target_condition: \"tags.environment='prod'\", "
-    "priority: 20}",
+    "deployment: {id: diabetes-fleet, target_condition: \"tags.environment='prod'\", priority: 20}",
 )
 SCHEMA_FILES = {
     "deployment": "azure-iot-edge-deployment-2.0.json",
@@ -176,9 +175,7 @@ def test_system_modules_are_the_1_5_runtime(example_manifest: Manifest) -> None:
     agent = desired(example_manifest["modulesContent"], "$edgeAgent")
     assert agent["schemaVersion"] == "1.1"
     system = agent["systemModules"]
-    assert system["edgeAgent"]["settings"] == {
-        "image": "mcr.microsoft.com/azureiotedge-agent:1.5"
-    }
+    assert system["edgeAgent"]["settings"] == {"image": "mcr.microsoft.com/azureiotedge-agent:1.5"}
     hub = system["edgeHub"]
     assert hub["settings"]["image"] == "mcr.microsoft.com/azureiotedge-hub:1.5"
     bindings = json.loads(hub["settings"]["createOptions"])["HostConfig"]["PortBindings"]
@@ -209,7 +206,7 @@ def test_configured_routes_replace_the_default_sorted_by_name(
     )
     modules_content = render(example_copy(("port: 5001}", routes)))["modulesContent"]
     assert desired(modules_content, "$edgeHub")["routes"] == {
-        "alerts": 'FROM /messages/modules/diabetes/outputs/alerts INTO '
+        "alerts": "FROM /messages/modules/diabetes/outputs/alerts INTO "
         'BrokeredEndpoint("/modules/alerter/inputs/in")',
         "toCloud": "FROM /messages/modules/diabetes/outputs/scores INTO $upstream",
     }
@@ -232,7 +229,7 @@ def test_public_registry_gets_no_credentials(example_copy: Callable[..., Path]) 
 def test_registry_credentials_are_placeholders_never_the_secret(
     example_copy: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = "pa$$-Wörd-\"quoted\"-that-must-not-leak"
+    secret = 'pa$$-Wörd-"quoted"-that-must-not-leak'
     monkeypatch.setenv("REGISTRY_USERNAME", "edge-puller")
     monkeypatch.setenv("REGISTRY_PASSWORD", secret)
     text = render_text(example_copy())
