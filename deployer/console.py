@@ -17,7 +17,9 @@ _PROGRESS_BAR = re.compile(r"\[[=> ]+\]")
 
 
 class ConsoleProgress:
-    def __init__(self, stream: TextIO = sys.stderr, tty: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
+        # Looked up now, not at import: tests and callers may have replaced sys.stderr.
+        stream = sys.stderr if stream is None else stream
         self._stream = stream
         self._tty = stream.isatty() if tty is None else tty
         self._status_shown = False

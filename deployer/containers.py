@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
 
 LOG_TAIL = 40
+# The scoring server's access-log records (deployer/serving/logs.py).
+_ACCESS_LOG = '"event":"access"'
 POLL_S = 0.2
 
 
@@ -52,6 +54,8 @@ class LogFollower:
 
     def _add(self, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip()
+        if _ACCESS_LOG in line.replace(" ", ""):
+            return  # one line per request: the tests' own traffic, not news
         self.tail.append(line)
         self._progress(Event("detail", f"  | {line}", key="log"))
 
