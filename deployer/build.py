@@ -7,6 +7,7 @@ an existing manifest in the registry means no push.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tarfile
@@ -54,18 +55,20 @@ class BuildFailed(DeployerError):
 
 
 class ImageBuilder:
-    def __init__(self, client: docker.DockerClient, progress: Sink) -> None:
+    def __init__(self, client: docker.DockerClient, progress: Sink, no_cache: bool = False) -> None:
         self._client = client
         self._progress = progress
+        # Rebuild every layer, even for a tag that exists (a base image or index changed).
+        self._no_cache = no_cache
 
     def ensure_built(self, context: BuildContext, ref: ImageRef) -> BuildOutcome:
         import docker.errors
 
-        try:
-            image = self._client.images.get(str(ref))
-        except docker.errors.ImageNotFound:
-            pass
-        else:
+        image = None
+        if not self._no_cache:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                image = self._client.images.get(str(ref))
+        if image is not None:
             self._progress(Event("step", f"{ref}: unchanged (built before), no build"))
             return BuildOutcome(ref, False, image.id)
         self._progress(Event("step", f"building {ref}"))
@@ -77,6 +80,7 @@ class ImageBuilder:
                 rm=True,
                 forcerm=True,
                 pull=False,
+                nocache=self._no_cache,
                 network_mode="host",  # no bridge networks on these machines, by design
                 buildargs={k: os.environ[k] for k in PASSED_BUILD_ARGS if os.environ.get(k)},
                 decode=True,

@@ -111,7 +111,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     plan = _plan(args)
     progress = ConsoleProgress()
     try:
-        results = build_images(plan, progress, push=args.push)
+        results = build_images(plan, progress, push=args.push, no_cache=args.no_cache)
     finally:
         progress.close()
     for built, pushed in results:
@@ -278,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--push",
         action="store_true",
         help="push to the registry in deploy.yaml, with its credentials",
+    )
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="rebuild every layer, even when an image with this tag exists",
     )
     p.set_defaults(handler=cmd_build)
 

@@ -38,11 +38,12 @@ class Images:
     env: Mapping[str, str] = field(default_factory=lambda: os.environ)
     built: dict[str, BuildOutcome] = field(default_factory=dict)
     pushed: dict[str, PushOutcome] = field(default_factory=dict)
+    no_cache: bool = False
 
     def build(self, target: TargetPlan) -> BuildOutcome:
         repository = target.image.repository
         if repository not in self.built:
-            builder = ImageBuilder(self.client(), self.progress)
+            builder = ImageBuilder(self.client(), self.progress, self.no_cache)
             self.built[repository] = builder.ensure_built(
                 self.plan.images[repository], target.image
             )
@@ -63,9 +64,9 @@ def docker_client_factory() -> Callable[[], docker.DockerClient]:
 
 
 def build_images(
-    plan: Plan, progress: Sink, push: bool
+    plan: Plan, progress: Sink, push: bool, no_cache: bool = False
 ) -> list[tuple[BuildOutcome, PushOutcome | None]]:
-    images = Images(plan, progress, docker_client_factory())
+    images = Images(plan, progress, docker_client_factory(), no_cache=no_cache)
     results = []
     for target in plan.targets:
         if target.image.repository in images.built:
