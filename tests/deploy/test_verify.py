@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
+from deployer.cli import main
 from deployer.config.model import ScoringTests
 from deployer.verify import json_mismatch, run_tests
+from tests.conftest import EXAMPLE
 
 
 class _Scoring(BaseHTTPRequestHandler):
@@ -122,3 +126,36 @@ def test_an_unreachable_service_is_reported_not_raised() -> None:
 )
 def test_json_comparison(actual: object, expected: object, tolerance: float, mismatch: str) -> None:
     assert json_mismatch(actual, expected, tolerance) == mismatch
+
+
+def test_cli_test_command_prints_a_table(
+    scoring_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "deploy.yaml"
+    shutil.copytree(EXAMPLE, tmp_path, dirs_exist_ok=True)
+    text = config.read_text()
+    # The doubling server answers [2, 4] to {"data": [1, 2]}.
+    start = text.index("tests:")
+    end = text.index("targets:")
+    text = (
+        text[:start]
+        + "tests:\n  requests:\n    - name: doubles\n      json: {data: [1, 2]}\n"
+        + "      expect: {json: [2, 4]}\n  latency_p95_ms: 1000\n"
+        + text[end:]
+    )
+    config.write_text(text)
+    code = main(["test", "-c", str(config), "-t", "local", "--uri", scoring_uri])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"tests against {scoring_uri}: passed" in out
+    assert "pass  doubles" in out
+
+
+def test_cli_test_without_uri_or_report_is_a_user_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["test", "-c", str(EXAMPLE / "deploy.yaml"), "-t", "local", "--report-dir", str(tmp_path)]
+    )
+    assert code == 2
+    assert "pass --uri URL" in capsys.readouterr().err
