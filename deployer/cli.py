@@ -212,12 +212,6 @@ def _print_tests(run: TestRun) -> None:
         )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    from deployer.serving.cli import main as serve_main
-
-    return serve_main(args.serve_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deployer",
@@ -337,12 +331,17 @@ def build_parser() -> argparse.ArgumentParser:
         "[--workers N]; see 'deployer serve --help'.",
         add_help=False,
     )
-    p.add_argument("serve_args", nargs=argparse.REMAINDER)
-    p.set_defaults(handler=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        # The server parses its own options (argparse's REMAINDER would swallow none of
+        # them when the first is an option such as --help).
+        from deployer.serving.cli import main as serve_main
+
+        return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
