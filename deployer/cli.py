@@ -148,6 +148,33 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from deployer import report as reports
+    from deployer.deploy import secrets
+    from deployer.preview import preview, previous_report, registry_check
+
+    plan = _plan(args)
+    progress = ConsoleProgress()
+    try:
+        check = registry_check(plan, progress) if args.check_registry else (lambda ref: None)
+        result = preview(plan, previous_report(args.report_dir), check)
+    finally:
+        progress.close()
+    if args.out is not None:
+        from deployer.render import write_plan
+
+        write_plan(plan, args.out)
+    out = args.report_dir / "plan"
+    json_path, md_path = reports.write(result, out, secrets(plan))
+    exists = {True: "unchanged (exists)", False: "to build", None: "not checked"}
+    for target in result.targets:
+        print(f"{target.name:<12} {target.kind:<11} {target.image}  {exists[target.image_exists]}")
+        for change in target.changes:
+            print(f"  {change}")
+    print(f"plan: {json_path} {md_path}")
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     from deployer.config.loader import load_config
     from deployer.plan import select_targets
@@ -299,6 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a new version may take to become ready (default: 120)",
     )
     p.set_defaults(handler=cmd_deploy)
+
+    p = commands.add_parser(
+        "plan",
+        help="show what deploy would do, without doing it",
+        description="For each target: the image deploy would build (and whether the registry "
+        "already has it), and what changes since the last deploy report in --report-dir. "
+        "Writes REPORT_DIR/plan/deploy-report.json and .md (for a pull-request comment).",
+    )
+    _add_config(p)
+    _add_targets(p)
+    _add_report_dir(p)
+    p.add_argument(
+        "--no-registry-check",
+        dest="check_registry",
+        action="store_false",
+        help="do not ask the registry whether the images exist (no Docker engine needed)",
+    )
+    p.add_argument(
+        "-o", "--out", type=Path, metavar="OUT_DIR", help="also write the rendered artifacts"
+    )
+    p.set_defaults(handler=cmd_plan)
 
     p = commands.add_parser(
         "test",

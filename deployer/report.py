@@ -35,6 +35,10 @@ class TargetReport:
     error: str = ""
     logs: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # step -> duration
+    # A plan's findings: whether the image is already built/pushed, what would change.
+    image_exists: bool | None = None  # None: could not be checked
+    changes: list[str] = field(default_factory=list)
+    artifacts: list[str] = field(default_factory=list)  # rendered files, relative paths
 
     @property
     def passed(self) -> bool:
@@ -49,6 +53,7 @@ class DeployReport:
     config: str
     targets: list[TargetReport] = field(default_factory=list)
     toolkit: str = f"deployer {__version__}"
+    command: Literal["deploy", "plan"] = "deploy"
 
     @property
     def passed(self) -> bool:
@@ -87,6 +92,8 @@ def to_json(report: DeployReport, masker: Masker) -> str:
 
 
 def to_markdown(report: DeployReport, masker: Masker) -> str:
+    if report.command == "plan":
+        return masker.text(_plan_markdown(report))
     verdict = "passed" if report.passed else "FAILED"
     lines = [
         f"### Deploy of `{report.service}`: {verdict}",
@@ -107,6 +114,27 @@ def to_markdown(report: DeployReport, masker: Masker) -> str:
     for t in report.targets:
         lines += _details(t)
     return masker.text("\n".join(lines) + "\n")
+
+
+def _plan_markdown(report: DeployReport) -> str:
+    lines = [
+        f"### Plan for `{report.service}`",
+        "",
+        f"Model `{report.model}` version `{report.model_version}`, from `{report.config}`. "
+        "Nothing was deployed: this is what `deployer deploy` would do.",
+        "",
+        "| Target | Kind | Image | Build | Changes since the last deploy | Rendered |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    exists = {True: "unchanged, no build", False: "to build and push", None: "not checked"}
+    for t in report.targets:
+        changes = "<br>".join(_cell(c) for c in t.changes) or "none"
+        rendered = "<br>".join(f"`{a}`" for a in t.artifacts) or "-"
+        lines.append(
+            f"| {t.name} | {t.kind} | `{t.image}` | {exists[t.image_exists]} | {changes} "
+            f"| {rendered} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _details(target: TargetReport) -> list[str]:

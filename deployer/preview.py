@@ -1,0 +1,88 @@
+"""``deployer plan``: what ``deploy`` would do per target, without doing it.
+
+For each target: the image it would deploy (its tag is the hash of every build input),
+whether that image already exists (so deploy would neither build nor push it), and what
+changes relative to the last deploy report. This is what reviewers see on a pull request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from deployer.buildcontext import ImageRef
+from deployer.errors import DeployerError
+from deployer.events import Event, Sink
+from deployer.plan import Plan
+from deployer.registry_auth import credentials_for
+from deployer.report import JSON_NAME, DeployReport, TargetReport
+
+ImageCheck = Callable[[ImageRef], bool | None]
+
+
+def previous_report(report_dir: Path) -> dict[str, dict[str, Any]]:
+    """The last deploy report's targets by name ({} when there is none or it is unreadable)."""
+    try:
+        data = json.loads((report_dir / JSON_NAME).read_text(encoding="utf-8"))
+        if data.get("command", "deploy") != "deploy":
+            return {}
+        return {t["name"]: t for t in data["targets"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def preview(
+    plan: Plan, previous: Mapping[str, Mapping[str, Any]], image_exists: ImageCheck
+) -> DeployReport:
+    report = DeployReport(
+        service=plan.config.name,
+        model=plan.config.model_name,
+        model_version=plan.inputs.model_version,
+        config=str(plan.inputs.config_path),
+        command="plan",
+    )
+    for target in plan.targets:
+        entry = TargetReport(target.name, target.kind.KIND, "planned", str(target.image))
+        entry.image_exists = image_exists(target.image)
+        entry.changes = _changes(str(target.image), previous.get(target.name))
+        entry.artifacts = sorted(target.artifacts)
+        report.targets.append(entry)
+    return report
+
+
+def _changes(image: str, last: Mapping[str, Any] | None) -> list[str]:
+    if last is None:
+        return ["new target (not in the last deploy report)"]
+    changes = []
+    if last.get("image") != image:
+        changes.append(f"image {last.get('image')} → {image}")
+    if last.get("status") == "failed":
+        changes.append("the last deploy of this target failed")
+    return changes
+
+
+def registry_check(plan: Plan, progress: Sink, env: Mapping[str, str] = os.environ) -> ImageCheck:
+    """Ask the registry (through the Docker engine) whether each image exists; None when
+    the engine, the registry or its credentials are not available here."""
+    from deployer import docker_engine
+    from deployer.build import ImageBuilder
+
+    try:
+        client = docker_engine.connect()
+        credentials = credentials_for(plan.config.registry, env)
+    except DeployerError as exc:
+        progress(Event("warning", f"cannot check the registry, images not checked: {exc}"))
+        return lambda ref: None
+    builder = ImageBuilder(client, progress)
+
+    def check(ref: ImageRef) -> bool | None:
+        try:
+            return bool(builder.remote_digest(ref, credentials))
+        except DeployerError as exc:
+            progress(Event("warning", f"cannot check {ref}: {exc}"))
+            return None
+
+    return check
