@@ -2,11 +2,15 @@
 
 Exit codes: 0 success; 1 an operation failed (a build, a deploy, a test); 2 the user's
 input is wrong (deploy.yaml, flags); 70 a bug in deployer (the traceback is printed).
+
+In a GitHub Actions job (``deployer.github.job``) the same commands also print workflow
+commands on stdout (masks, annotations) and report to the job and its pull request.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import traceback
@@ -19,8 +23,11 @@ from deployer.console import ConsoleProgress
 from deployer.errors import ConfigError, DeployerError, UserError
 
 if TYPE_CHECKING:
+    from deployer.github.job import ActionsJob
     from deployer.plan import Plan
     from deployer.verify import TestRun
+
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
 
 EXIT_BUG = 70
 
@@ -58,6 +65,39 @@ def _add_report_dir(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where deploy-report.json and deploy-report.md are (default: .)",
     )
+
+
+GITHUB_AUTO = (
+    "With GITHUB_ACTIONS=true the report also goes to the job summary, the step outputs "
+    "(status, report-path, scoring-uris) and a comment on the pull request, updated in place "
+    "by later runs. DEPLOYER_GITHUB_REPORT=false turns all of that off."
+)
+
+
+def _add_github_options(parser: argparse.ArgumentParser, about: str = GITHUB_AUTO) -> None:
+    group = parser.add_argument_group("in GitHub Actions", about)
+    group.add_argument(
+        "--no-comment",
+        dest="comment",
+        action="store_false",
+        help="write the job summary and the step outputs, but do not comment on the pull request",
+    )
+    group.add_argument(
+        "--fail-on-comment-error",
+        action="store_true",
+        help="exit 1 when the comment cannot be posted (default: a warning, and the exit code "
+        "of the deploy or plan)",
+    )
+
+
+def _print_command(line: str) -> None:
+    """A GitHub Actions workflow command: on stdout, at once, for the runner to read."""
+    print(line, flush=True)
+
+
+def _github_job(args: argparse.Namespace) -> ActionsJob | None:
+    job: ActionsJob | None = getattr(args, "job", None)
+    return job
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -101,8 +141,37 @@ def cmd_render(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> Plan:
     from deployer.config.loader import load_config
     from deployer.plan import make_plan
+    from deployer.registry_auth import secret_values
 
-    return make_plan(load_config(args.config), args.config, args.targets)
+    config = load_config(args.config)
+    job = _github_job(args)
+    if job is not None:
+        job.mask(secret_values(config.registry))
+    return make_plan(config, args.config, args.targets)
+
+
+def _report_to_github(
+    args: argparse.Namespace,
+    job: ActionsJob,
+    json_path: Path,
+    md_path: Path,
+    secrets: list[str] | None,
+) -> int:
+    progress = ConsoleProgress()
+    try:
+        outcome = job.report(
+            json_path,
+            md_path,
+            progress,
+            secrets=secrets,
+            comment=args.comment,
+            fail_on_comment_error=args.fail_on_comment_error,
+        )
+    finally:
+        progress.close()
+    if outcome.comment is not None:
+        print(f"pull request #{outcome.pull_request}: comment {outcome.comment.action}")
+    return outcome.exit_code
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -145,7 +214,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if target.tests:
             _print_tests(target.tests)
     print(f"report: {json_path} {md_path}")
-    return 0 if result.passed else 1
+    code = 0 if result.passed else 1
+    if code and args.ignore_test_failures and result.only_tests_failed:
+        print(
+            "warning: tests failed (see the report); exit 0 because of --ignore-test-failures",
+            file=sys.stderr,
+        )
+        code = 0
+    job = _github_job(args)
+    if job is not None:
+        code = _report_to_github(args, job, json_path, md_path, secrets(plan)) or code
+    return code
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -154,25 +233,49 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from deployer.preview import preview, previous_report, registry_check
 
     plan = _plan(args)
+    job = _github_job(args)
     progress = ConsoleProgress()
     try:
+        baseline = previous_report(args.report_dir)
+        if baseline is None and job is not None:
+            names = [target.name for target in plan.targets]
+            baseline = job.last_deploy(str(plan.inputs.config_path), names, progress)
         check = registry_check(plan, progress) if args.check_registry else (lambda ref: None)
-        result = preview(plan, previous_report(args.report_dir), check)
+        result = preview(plan, baseline, check)
     finally:
         progress.close()
     if args.out is not None:
         from deployer.render import write_plan
 
         write_plan(plan, args.out)
-    out = args.report_dir / "plan"
-    json_path, md_path = reports.write(result, out, secrets(plan))
+    json_path, md_path = reports.write(result, args.report_dir / "plan", secrets(plan))
     exists = {True: "unchanged (exists)", False: "to build", None: "not checked"}
+    print(f"compared with {result.compared_with or 'nothing: no earlier deploy report'}")
     for target in result.targets:
         print(f"{target.name:<12} {target.kind:<11} {target.image}  {exists[target.image_exists]}")
         for change in target.changes:
             print(f"  {change}")
     print(f"plan: {json_path} {md_path}")
+    if job is not None:
+        return _report_to_github(args, job, json_path, md_path, secrets(plan))
     return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from deployer.report import JSON_NAME, MARKDOWN_NAME, read_written
+
+    folder = args.report_dir / "plan" if args.plan else args.report_dir
+    json_path, md_path = folder / JSON_NAME, folder / MARKDOWN_NAME
+    if not args.github:
+        sys.stdout.write(read_written(md_path))
+        return 0
+    from deployer.github.job import ActionsJob
+
+    # Asked for explicitly: reported even where GitHub Actions is not detected (the GITHUB_*
+    # variables set by hand) or DEPLOYER_GITHUB_REPORT=false turned the automatic report off.
+    job = _github_job(args) or ActionsJob(os.environ, _print_command)
+    # No secrets given: they are found from the deploy.yaml the report names.
+    return _report_to_github(args, job, json_path, md_path, None)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -267,7 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
         "'# yaml-language-server: $schema=...' at it).",
     )
     p.set_defaults(handler=cmd_schema)
+    _add_build_commands(commands)
+    _add_deploy_commands(commands)
+    _add_operate_commands(commands)
+    return parser
 
+
+def _add_build_commands(commands: Commands) -> None:
     p = commands.add_parser(
         "render",
         help="write Dockerfiles and manifests for each target",
@@ -307,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_build)
 
+
+def _add_deploy_commands(commands: Commands) -> None:
     p = commands.add_parser(
         "deploy",
         help="build, push, deploy, test and report",
@@ -325,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a new version may take to become ready (default: 120)",
     )
+    p.add_argument(
+        "--ignore-test-failures",
+        action="store_true",
+        help="exit 0 when the only failures are failed tests (the new version was built and "
+        "started, failed its tests, and the previous one kept serving); the report still "
+        "says failed",
+    )
+    _add_github_options(p)
     p.set_defaults(handler=cmd_deploy)
 
     p = commands.add_parser(
@@ -346,8 +465,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--out", type=Path, metavar="OUT_DIR", help="also write the rendered artifacts"
     )
+    _add_github_options(p)
     p.set_defaults(handler=cmd_plan)
 
+    p = commands.add_parser(
+        "report",
+        help="show the last deploy or plan report, or post it to GitHub",
+        description="Print the Markdown of the last deploy report in --report-dir (--plan: "
+        "of the last plan). With --github, publish it as deploy and plan do by themselves in "
+        "GitHub Actions: the job summary ($GITHUB_STEP_SUMMARY), the step outputs "
+        "($GITHUB_OUTPUT) and the pull request's sticky comment (the pull request is read "
+        "from $GITHUB_EVENT_PATH; the token is $GITHUB_TOKEN; the API is $GITHUB_API_URL, "
+        "for GitHub Enterprise Server). Secret values are masked everywhere.",
+    )
+    _add_report_dir(p)
+    p.add_argument("--plan", action="store_true", help="the last plan's report (REPORT_DIR/plan/)")
+    p.add_argument("--github", action="store_true", help="publish to GitHub instead of printing it")
+    _add_github_options(p)
+    p.set_defaults(handler=cmd_report)
+
+
+def _add_operate_commands(commands: Commands) -> None:
     p = commands.add_parser(
         "test",
         help="run deploy.yaml's tests against a deployed target",
@@ -379,7 +517,6 @@ def build_parser() -> argparse.ArgumentParser:
         "[--workers N]; see 'deployer serve --help'.",
         add_help=False,
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -391,17 +528,38 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return serve_main(argv[1:])
     args = build_parser().parse_args(argv)
-    handler: Handler = args.handler
+    args.job = _detect_job(args.handler)
+    code = _run(args.handler, args)
+    if args.job is not None:
+        args.job.finish(code)
+    return code
+
+
+def _detect_job(handler: Handler) -> ActionsJob | None:
+    """The GitHub Actions job deployer runs in, for the commands that report to it."""
+    if handler is cmd_schema or os.environ.get("GITHUB_ACTIONS") != "true":
+        return None  # not imported otherwise: a local run loads no GitHub code
+    from deployer.github.job import ActionsJob
+
+    return ActionsJob.detect(_print_command)
+
+
+def _run(handler: Handler, args: argparse.Namespace) -> int:
+    job = _github_job(args)
     try:
         return handler(args)
     except ConfigError as exc:
         # Compiler-style, one problem per line, so editors and CI annotations can jump to it.
+        if job is not None:
+            job.annotate(exc.problems)  # the same problems, on the pull request's diff
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         count = len(exc.problems)
         print(f"{count} problem{'s' if count > 1 else ''} found", file=sys.stderr)
         return exc.exit_code
     except DeployerError as exc:
+        if job is not None:
+            job.error(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +24,40 @@ from deployer.report import JSON_NAME, DeployReport, TargetReport
 ImageCheck = Callable[[ImageRef], bool | None]
 
 
-def previous_report(report_dir: Path) -> dict[str, dict[str, Any]]:
-    """The last deploy report's targets by name ({} when there is none or it is unreadable)."""
+@dataclass(frozen=True)
+class Baseline:
+    """What a plan compares with: the last deploy's entry for each target it covers."""
+
+    targets: Mapping[str, Mapping[str, Any]]
+    source: str  # where the report was read, for the reader of the plan
+
+
+def previous_report(report_dir: Path) -> Baseline | None:
+    """The last deploy report in ``report_dir``; None when there is none or it is unreadable."""
+    path = report_dir / JSON_NAME
     try:
-        data = json.loads((report_dir / JSON_NAME).read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("command", "deploy") != "deploy":
-            return {}
-        return {t["name"]: t for t in data["targets"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
+            return None
+        return Baseline({t["name"]: t for t in data["targets"]}, str(path))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
-def preview(
-    plan: Plan, previous: Mapping[str, Mapping[str, Any]], image_exists: ImageCheck
-) -> DeployReport:
+def preview(plan: Plan, baseline: Baseline | None, image_exists: ImageCheck) -> DeployReport:
     report = DeployReport(
         service=plan.config.name,
         model=plan.config.model_name,
         model_version=plan.inputs.model_version,
         config=str(plan.inputs.config_path),
         command="plan",
+        compared_with=baseline.source if baseline else "",
     )
     for target in plan.targets:
         entry = TargetReport(target.name, target.kind.KIND, "planned", str(target.image))
         entry.image_exists = image_exists(target.image)
-        entry.changes = _changes(str(target.image), previous.get(target.name))
+        if baseline is not None:
+            entry.changes = _changes(str(target.image), baseline.targets.get(target.name))
         entry.artifacts = sorted(target.artifacts)
         report.targets.append(entry)
     return report

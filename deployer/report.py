@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from deployer import __version__
+from deployer.errors import UserError
 from deployer.verify import TestRun
 
 Status = Literal["deployed", "unchanged", "failed", "planned"]
@@ -54,10 +55,18 @@ class DeployReport:
     targets: list[TargetReport] = field(default_factory=list)
     toolkit: str = f"deployer {__version__}"
     command: Literal["deploy", "plan"] = "deploy"
+    compared_with: str = ""  # a plan's baseline: where the last deploy report came from
 
     @property
     def passed(self) -> bool:
         return all(t.passed for t in self.targets)
+
+    @property
+    def only_tests_failed(self) -> bool:
+        """Some target failed, and each that did failed only its tests: it was built and
+        started, and its tests said no (so the previous version, if any, still serves)."""
+        failed = [t for t in self.targets if not t.passed]
+        return bool(failed) and all(t.tests is not None and not t.tests.passed for t in failed)
 
 
 class Masker:
@@ -117,18 +126,26 @@ def to_markdown(report: DeployReport, masker: Masker) -> str:
 
 
 def _plan_markdown(report: DeployReport) -> str:
+    compared = (
+        f"Changes are against {report.compared_with}."
+        if report.compared_with
+        else "No earlier deploy report was found, so changes are not shown."
+    )
     lines = [
         f"### Plan for `{report.service}`",
         "",
         f"Model `{report.model}` version `{report.model_version}`, from `{report.config}`. "
-        "Nothing was deployed: this is what `deployer deploy` would do.",
+        "Nothing was deployed: this is what `deployer deploy` would do. " + compared,
         "",
         "| Target | Kind | Image | Build | Changes since the last deploy | Rendered |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     exists = {True: "unchanged, no build", False: "to build and push", None: "not checked"}
     for t in report.targets:
-        changes = "<br>".join(_cell(c) for c in t.changes) or "none"
+        if report.compared_with:
+            changes = "<br>".join(_cell(c) for c in t.changes) or "none"
+        else:
+            changes = "-"
         rendered = "<br>".join(f"`{a}`" for a in t.artifacts) or "-"
         lines.append(
             f"| {t.name} | {t.kind} | `{t.image}` | {exists[t.image_exists]} | {changes} "
@@ -183,3 +200,15 @@ def write(report: DeployReport, folder: Path, secrets: list[str]) -> tuple[Path,
     json_path.write_text(to_json(report, masker), encoding="utf-8")
     md_path.write_text(to_markdown(report, masker), encoding="utf-8")
     return json_path, md_path
+
+
+def read_written(path: Path) -> str:
+    """A report file as written, or a ``UserError`` that says how to get one."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(
+            f"{path}: no such file (run deployer deploy or plan first, or pass --report-dir)"
+        ) from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read it ({error.strerror})") from None

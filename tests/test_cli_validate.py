@@ -100,3 +100,24 @@ def test_the_installed_command_exits_0_on_the_example() -> None:
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout.startswith(f"{EXAMPLE / 'deploy.yaml'}: valid: service 'diabetes'")
+
+
+@pytest.mark.parametrize("github_actions", ["", "true"], ids=["locally", "in GitHub Actions"])
+def test_validate_imports_no_sdk(github_actions: str) -> None:
+    """Heavy or optional SDKs load lazily, by the command that needs them: validate needs none,
+    in GitHub Actions neither (where it also annotates, with deployer's own GitHub code)."""
+    probe = (
+        "import sys\n"
+        "from deployer.cli import main\n"
+        f"code = main(['validate', '-c', {str(EXAMPLE / 'deploy.yaml')!r}])\n"
+        "heavy = ('azure', 'kubernetes', 'docker', 'onnxruntime', 'httpx', 'requests')\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & set(heavy))\n"
+        "print('LOADED', loaded, 'GITHUB', 'deployer.github.job' in sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "GITHUB_ACTIONS": github_actions}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"LOADED [] GITHUB {bool(github_actions)}" in result.stdout

@@ -11,7 +11,7 @@ from deployer.cli import main
 from deployer.config.loader import load_config
 from deployer.plan import make_plan
 from deployer.preview import preview, previous_report
-from deployer.report import DeployReport, TargetReport, write
+from deployer.report import DeployReport, Masker, TargetReport, to_markdown, write
 from tests.conftest import EXAMPLE
 
 CONFIG = EXAMPLE / "deploy.yaml"
@@ -38,6 +38,7 @@ def test_plan_compares_with_the_last_deploy(tmp_path: Path) -> None:
     assert by_name["local"].changes == ["the last deploy of this target failed"]
     assert by_name["staging"].changes == [f"image 127.0.0.1:5000/diabetes:old → {current}"]
     assert by_name["production"].changes == ["new target (not in the last deploy report)"]
+    assert result.compared_with == str(tmp_path / "deploy-report.json")
     assert by_name["production"].artifacts == ["deployment.yaml", "hpa.yaml", "service.yaml"]
     assert all(t.status == "planned" and t.image_exists for t in result.targets)
 
@@ -76,4 +77,14 @@ def test_a_plan_report_is_not_taken_for_the_last_deploy(tmp_path: Path) -> None:
     report = DeployReport("diabetes", "m", "v", "deploy.yaml", command="plan")
     report.targets.append(TargetReport("local", "local", "planned", "x"))
     write(report, tmp_path, [])
-    assert previous_report(tmp_path) == {}
+    assert previous_report(tmp_path) is None
+
+
+def test_without_a_last_deploy_no_changes_are_claimed(tmp_path: Path) -> None:
+    plan = make_plan(load_config(CONFIG), CONFIG, ["local"])
+    result = preview(plan, previous_report(tmp_path), lambda ref: None)
+    assert result.compared_with == ""
+    assert result.targets[0].changes == []
+    markdown = to_markdown(result, Masker([]))
+    assert "No earlier deploy report was found, so changes are not shown." in markdown
+    assert "| not checked | - |" in markdown

@@ -64,3 +64,17 @@ def test_both_files_hold_the_results_and_mask_secrets(tmp_path: Path) -> None:
     assert "<details><summary>edge: error and last log lines</summary>" in markdown
     for path in (json_path, md_path):
         assert secret not in path.read_text()
+
+
+def _failed(tests: TestRun | None) -> TargetReport:
+    return TargetReport("t", "local", "failed", "i", tests=tests)
+
+
+def test_only_tests_failed_when_every_failed_target_was_tested() -> None:
+    failing = TestRun("u", [RequestResult("r", False, 200, 500, 1.0, "status 200")])
+    report = DeployReport("s", "m", "v", "deploy.yaml", targets=[_failed(failing)])
+    assert report.only_tests_failed
+    # A target that never got to its tests (a failed build or start) is not a test failure.
+    report.targets.append(_failed(None))
+    assert not report.only_tests_failed
+    assert not DeployReport("s", "m", "v", "deploy.yaml").only_tests_failed  # nothing failed

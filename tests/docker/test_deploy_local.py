@@ -23,6 +23,8 @@ import pytest
 from deployer.cli import main
 from tests.conftest import EXAMPLE
 from tests.docker.conftest import free_port
+from tests.github.fake_github import serve
+from tests.github.workflow_job import job_environment, parse_outputs
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -155,6 +157,35 @@ def test_redeploy_without_change_builds_pushes_and_restarts_nothing(repo: Repo) 
     assert after.attrs["State"]["StartedAt"] == before.attrs["State"]["StartedAt"]
 
 
+def test_deploy_in_github_actions_reports_to_the_pull_request(
+    repo: Repo,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The same deploy as a step of a pull request's job: the comment, the outputs, the summary
+    and the mask, from a real deployment and its real tests."""
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    capsys.readouterr()
+    with serve() as github:
+        for name, value in job_environment(github, tmp_path, "pull_request_opened.json").items():
+            if name.startswith("GITHUB_"):
+                monkeypatch.setenv(name, value)
+        code, target = repo.deploy()
+    assert code == 0, target
+    password = os.environ["REGISTRY_PASSWORD"]
+    assert capsys.readouterr().out.startswith(f"::add-mask::{password}\n")
+    uri = f"http://127.0.0.1:{repo.port}/score"
+    (body,) = github.bodies(42)
+    assert f"| local | local | ✅ unchanged | `{uri}` | 3/3 passed |" in body
+    assert "#### local: tests" in body and password not in body
+    outputs = parse_outputs((tmp_path / "output").read_text())
+    assert json.loads(outputs["scoring-uris"]) == {"local": uri}
+    assert outputs["status"] == "passed"
+    assert f"| local | local | ✅ unchanged | `{uri}` |" in (tmp_path / "step_summary").read_text()
+
+
 def test_model_only_change_reuses_the_dependency_layers(
     repo: Repo, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -172,6 +203,35 @@ def test_model_only_change_reuses_the_dependency_layers(
     # Every step up to the last pip install came from the cache.
     for index in pip_steps:
         assert "Using cache" in steps[index + 1], steps[index : index + 2]
+
+
+def test_failing_tests_keep_the_old_version_and_may_be_let_through(repo: Repo) -> None:
+    """A new version whose answers are wrong is retired; --ignore-test-failures (the action's
+    fail-on-test-failure: false) makes that exit 0 while the report still says failed."""
+    original = repo.config.read_text()
+    assert "json: [4640.521, 3552.4529]" in original
+    repo.config.write_text(original.replace("json: [4640.521, 3552.4529]", "json: [1.0, 2.0]"))
+    (repo.config.parent / "model" / "NOTES.txt").write_text("retrained again\n")
+    (before,) = _service_containers(repo)
+    try:
+        code = repo.cli(
+            "deploy", "-t", "local", "--report-dir", str(repo.reports), "--ignore-test-failures"
+        )
+    finally:
+        repo.config.write_text(original)
+    assert code == 0
+    report = json.loads((repo.reports / "deploy-report.json").read_text())
+    (target,) = report["targets"]
+    assert (report["passed"], target["status"], target["tests"]["passed"]) == (
+        False,
+        "failed",
+        False,
+    )
+    (failed,) = [r for r in target["tests"]["results"] if not r["passed"]]
+    assert failed["name"] == "two-rows"
+    (after,) = _service_containers(repo)
+    assert after.id == before.id
+    assert repo.score(ROWS) == pytest.approx([4640.521], abs=1e-3)
 
 
 def test_a_broken_init_fails_the_deploy_and_keeps_the_old_version(repo: Repo) -> None:

@@ -1,0 +1,22 @@
+"""GitHub's side: the sticky pull-request comment, job summary, outputs, annotations, masks.
+
+``job.ActionsJob`` is what the CLI does in a GitHub Actions job; ``report_to_github`` is what
+it and ``deployer report --github`` call; ``actions`` builds the workflow-command lines the
+CLI prints.
+"""
+
+from deployer.github.reporting import (
+    GitHubOutcome,
+    mask_commands_for,
+    report_to_github,
+    reporting_enabled,
+    secrets_to_mask,
+)
+
+__all__ = [
+    "GitHubOutcome",
+    "mask_commands_for",
+    "report_to_github",
+    "reporting_enabled",
+    "secrets_to_mask",
+]
