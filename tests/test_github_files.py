@@ -186,11 +186,47 @@ def test_action_outputs_come_from_the_deployer_step() -> None:
 def test_action_installs_from_its_own_checkout_with_a_pip_cache() -> None:
     steps = load(ACTION)["runs"]["steps"]
     (setup,) = (s for s in steps if str(s.get("uses", "")).startswith("actions/setup-python@"))
-    assert setup["with"]["cache"] == "pip"
-    assert setup["with"]["cache-dependency-path"] == "${{ github.action_path }}/pyproject.toml"
+    # setup-python's own cache hashes files in the workspace only: the action's are not.
+    assert "cache" not in setup["with"]
+    (cache,) = (s for s in steps if str(s.get("uses", "")).startswith("actions/cache@"))
+    assert cache["with"] == {
+        "path": "${{ env.DEPLOYER_PIP_CACHE }}",
+        "key": "${{ steps.pip-cache.outputs.key }}",
+    }
     (install,) = (s for s in steps if s.get("name") == "Install deployer")
     assert install["env"]["TOOLKIT"] == "${{ github.action_path }}"
     assert '"$TOOLKIT[' in install["run"]
+    assert steps.index(cache) < steps.index(install)
+
+
+def test_the_pip_cache_key_follows_the_toolkits_dependencies(tmp_path: Path) -> None:
+    """The key step's script, run as the runner runs it, for two versions of pyproject.toml."""
+    (step,) = (s for s in load(ACTION)["runs"]["steps"] if s.get("id") == "pip-cache")
+
+    def key_for(pyproject: str) -> tuple[str, str]:
+        toolkit = tmp_path / "toolkit"
+        toolkit.mkdir(exist_ok=True)
+        (toolkit / "pyproject.toml").write_text(pyproject)
+        for name in ("env", "output"):
+            (tmp_path / name).write_text("")
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHON": sys.executable,
+            "TOOLKIT": str(toolkit),
+            "RUNNER_OS": "Linux",
+            "GITHUB_ENV": str(tmp_path / "env"),
+            "GITHUB_OUTPUT": str(tmp_path / "output"),
+        }
+        subprocess.run(["bash", "-e", "-c", step["run"]], env=env, check=True)
+        return (tmp_path / "output").read_text(), (tmp_path / "env").read_text()
+
+    first_key, cache_env = key_for(ACTION.parent.joinpath("pyproject.toml").read_text())
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert re.fullmatch(
+        rf"key=deployer-pip-Linux-py{re.escape(version)}-[0-9a-f]{{16}}\n", first_key
+    )
+    assert re.fullmatch(r"DEPLOYER_PIP_CACHE=/\S+\n", cache_env)
+    assert key_for("[project]\nname = 'changed'\n")[0] != first_key
 
 
 # --- the reusable workflow --------------------------------------------------------------------
