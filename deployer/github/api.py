@@ -166,6 +166,9 @@ class GitHubApi:
     def patch(self, path: str, body: Mapping[str, Any]) -> Response:
         return self.request("PATCH", path, body)
 
+    def delete(self, path: str) -> Response:
+        return self.request("DELETE", path)
+
     def paginate(self, path: str) -> Iterator[Any]:
         """Every item of a list endpoint, page after page by the ``Link: rel="next"`` header."""
         url: str | None = path

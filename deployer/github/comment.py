@@ -237,7 +237,12 @@ def upsert(
 
     A create that got no clear answer (5xx, a dropped connection) may still have created the
     comment, so it is not simply sent again: the comments are searched again first, and a
-    comment found then is updated. That is what keeps a flaky API from leaving two.
+    comment found then is updated. That is what keeps a flaky API from leaving two. Two runs
+    that both found none and both created one also leave one: after creating, each looks
+    again, and the run whose comment is not the oldest moves its section into the oldest and
+    deletes its own. (Two runs updating at the same moment can still lose one's section: the
+    API has no conditional update. The reusable workflow runs one job per config and ref at
+    a time.)
     """
     for attempt in range(CREATE_ATTEMPTS):
         existing = find(api, repo, number, config, author)
@@ -254,8 +259,30 @@ def upsert(
             progress(Event("detail", f"{error}; looking again in {delay:g} s"))
             api.policy.sleep(delay)
             continue
-        return _sticky(answer.data, "created")
+        return _keep_the_oldest(
+            api, answer.data, repo=repo, number=number, config=config, build=build, author=author
+        )
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _keep_the_oldest(
+    api: GitHubApi,
+    created: Any,
+    *,
+    repo: str,
+    number: int,
+    config: str,
+    build: BodyBuilder,
+    author: Author,
+) -> StickyComment:
+    ours = _sticky(created, "created")
+    oldest = find(api, repo, number, config, author)
+    if oldest is None or oldest.get("id") == ours.id:
+        return ours
+    body = build(str(oldest.get("body") or ""))
+    answer = api.patch(f"repos/{repo}/issues/comments/{oldest['id']}", {"body": body})
+    api.delete(f"repos/{repo}/issues/comments/{ours.id}")
+    return _sticky(answer.data, "updated")
 
 
 def _sticky(data: Any, action: Literal["created", "updated"]) -> StickyComment:

@@ -60,6 +60,8 @@ class FakeGitHub:
     server_errors: int = 0
     rate_limits: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     create_then_fail: int = 0  # creates answered 502 although the comment was created
+    # Comments another run creates just before the next create is served: (body, user).
+    racing_creates: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     no_actions_read: set[str] = field(default_factory=set)  # tokens without actions: read
     moved: dict[str, str] = field(default_factory=dict)  # path -> URL it answers 301 with
     artifacts: list[dict[str, Any]] = field(default_factory=list)  # oldest first
@@ -174,7 +176,7 @@ class FakeGitHub:
         parts = urlsplit(target)
         path = parts.path.removeprefix(self.prefix) if parts.path.startswith(self.prefix) else ""
         query = parse_qs(parts.query)
-        writes = method in ("POST", "PATCH")
+        writes = method in ("POST", "PATCH", "DELETE")
         if writes and token in self.read_only_tokens:
             return _Answer(403, NOT_ACCESSIBLE)
         if method == "GET" and path == "/user":
@@ -193,8 +195,11 @@ class FakeGitHub:
                 return self._list(number, query)
             if method == "POST":
                 return self._create(number, body, user)
-        if (match := re.fullmatch(repo + r"/issues/comments/(\d+)", path)) and method == "PATCH":
-            return self._update(int(match[1]), body)
+        if match := re.fullmatch(repo + r"/issues/comments/(\d+)", path):
+            if method == "PATCH":
+                return self._update(int(match[1]), body)
+            if method == "DELETE":
+                return self._delete(int(match[1]))
         return _Answer(404, {"message": "Not Found"})
 
     def _list(self, number: int, query: dict[str, list[str]]) -> _Answer:
@@ -237,11 +242,18 @@ class FakeGitHub:
             return _Answer(422, {"message": 'Invalid request.\n\n"body" wasn\'t supplied.'})
         if len(text) > COMMENT_LIMIT:
             return _too_long()
+        while self.racing_creates:
+            self.add_comment(number, *self.racing_creates.pop(0))
         comment = self.add_comment(number, text, user)
         if self.create_then_fail:
             self.create_then_fail -= 1
             return _Answer(502, {"message": "Server Error"})
         return _Answer(201, comment, {"location": comment["url"]})
+
+    def _delete(self, comment_id: int) -> _Answer:
+        if _delete_from(self.comments, comment_id):
+            return _Answer(204, None)
+        return _Answer(404, {"message": "Not Found"})
 
     def _update(self, comment_id: int, body: Any) -> _Answer:
         text = body.get("body") if isinstance(body, dict) else None
@@ -255,6 +267,15 @@ class FakeGitHub:
                 comment["updated_at"] = "2024-05-02T11:00:00Z"
                 return _Answer(200, comment)
         return _Answer(404, {"message": "Not Found"})
+
+
+def _delete_from(comments: dict[int, list[dict[str, Any]]], comment_id: int) -> bool:
+    for thread in comments.values():
+        for comment in thread:
+            if comment["id"] == comment_id:
+                thread.remove(comment)
+                return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -291,7 +312,7 @@ def _handler(fake: FakeGitHub) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
 
-        do_GET = do_POST = do_PATCH = _serve
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve
 
         def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
             pass

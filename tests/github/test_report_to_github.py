@@ -51,10 +51,12 @@ def test_first_run_creates_one_comment(actions: MakeActions) -> None:
         body
     )
     assert run.outcome.comment.url == job.github.comments[42][0]["html_url"]
-    # Listed first, then created: with GitHub's documented path, query and headers.
+    # Listed first, then created, then listed again (another run may have created one at the
+    # same time): with GitHub's documented path, query and headers.
     assert [(r.method, r.path) for r in job.github.requests] == [
         ("GET", f"{COMMENTS}?per_page=100"),
         ("POST", COMMENTS),
+        ("GET", f"{COMMENTS}?per_page=100"),
     ]
     headers = job.github.requests[1].headers
     assert headers["authorization"] == f"Bearer {INSTALLATION_TOKEN}"
@@ -77,7 +79,7 @@ def test_second_run_updates_the_same_comment(actions: MakeActions) -> None:
     (body,) = job.github.bodies(42)
     assert "### Deploy of `diabetes`: passed" in body
     assert "error and last log lines" not in body
-    assert [r.method for r in job.github.requests] == ["GET", "POST", "GET", "PATCH"]
+    assert [r.method for r in job.github.requests] == ["GET", "POST", "GET", "GET", "PATCH"]
     assert job.github.requests[-1].path == f"/repos/{REPOSITORY}/issues/comments/{first.id}"
 
 
@@ -154,7 +156,7 @@ def test_server_errors_are_retried_with_backoff(actions: MakeActions) -> None:
     run = job.run()
     assert run.outcome.comment is not None and run.outcome.comment.action == "created"
     assert run.sleeps == [1.0, 2.0]
-    assert [r.method for r in job.github.requests] == ["GET", "GET", "GET", "POST"]
+    assert [r.method for r in job.github.requests] == ["GET", "GET", "GET", "POST", "GET"]
 
 
 def test_server_errors_beyond_the_retries_give_a_warning(actions: MakeActions) -> None:
@@ -324,9 +326,12 @@ def test_github_enterprise_serves_the_api_under_a_path(actions: MakeActions) -> 
         assert job.env["GITHUB_API_URL"].endswith("/api/v3")
         job.run()
         job.run()
+    page_2 = "/api/v3/repositories/712345678/issues/42/comments?per_page=100&page=2"
     assert [(r.method, r.path) for r in enterprise.requests] == [
         ("GET", f"/api/v3{COMMENTS}?per_page=100"),
         ("POST", f"/api/v3{COMMENTS}"),
+        ("GET", f"/api/v3{COMMENTS}?per_page=100"),
+        ("GET", page_2),
         ("GET", f"/api/v3{COMMENTS}?per_page=100"),
         ("GET", "/api/v3/repositories/712345678/issues/42/comments?per_page=100&page=2"),
         ("PATCH", f"/api/v3/repos/{REPOSITORY}/issues/comments/{enterprise.next_id}"),
@@ -393,7 +398,7 @@ def test_a_plan_and_a_deploy_share_the_comment_in_sections(actions: MakeActions)
     assert list(sections_of(body)) == ["plan batch edge production", "deploy local staging"]
     assert sections_of(body)["plan batch edge production"].startswith("### Plan for `diabetes`")
     assert body.count("### Deploy of `diabetes`") == 1
-    assert [r.method for r in job.github.requests] == ["GET", "POST"] + ["GET", "PATCH"] * 3
+    assert [r.method for r in job.github.requests] == ["GET", "POST", "GET"] + ["GET", "PATCH"] * 3
 
 
 def test_comment_off_writes_summary_and_outputs_only(actions: MakeActions) -> None:
@@ -412,3 +417,19 @@ def test_each_failed_target_is_an_error_annotation(actions: MakeActions) -> None
     assert error == (
         "::error title=deployer%3A staging (aci)::container exited with code 1 (scoring key ***)"
     )
+
+
+def test_two_runs_creating_at_once_leave_one_comment(actions: MakeActions) -> None:
+    """Both found no comment; the other run's create landed first. This run moves its section
+    into that older comment and deletes its own."""
+    job = actions()
+    other_run = (
+        f"{MARKER}\n<!-- deployer-section: plan edge -->\n### Plan\n<!-- /deployer-section -->\n"
+    )
+    job.github.racing_creates.append((other_run, BOT))
+    run = job.run()
+    (comment,) = job.github.comments[42]
+    assert run.outcome.comment is not None
+    assert (run.outcome.comment.action, run.outcome.comment.id) == ("updated", comment["id"])
+    assert list(sections_of(comment["body"])) == ["plan edge", "deploy local staging"]
+    assert [r.method for r in job.github.requests] == ["GET", "POST", "GET", "PATCH", "DELETE"]
