@@ -201,8 +201,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         result = deploy(plan, progress, ready_timeout_s=args.ready_timeout)
     finally:
         progress.close()
-    json_path, md_path = reports.write(result, args.report_dir, secrets(plan))
-    masker = reports.Masker(secrets(plan))
+    secret_values = secrets(plan)
+    json_path, md_path = reports.write(result, args.report_dir, secret_values)
+    masker = reports.Masker(secret_values)
     for target in result.targets:
         tests = target.tests.summary if target.tests else "tests not run"
         line = f"{target.name:<12} {target.status:<10} {target.scoring_uri or '-':<36} {tests}"
@@ -223,7 +224,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         code = 0
     job = _github_job(args)
     if job is not None:
-        code = _report_to_github(args, job, json_path, md_path, secrets(plan)) or code
+        code = _report_to_github(args, job, json_path, md_path, secret_values) or code
     return code
 
 

@@ -19,6 +19,8 @@ Status = Literal["deployed", "unchanged", "failed", "planned"]
 JSON_NAME = "deploy-report.json"
 MARKDOWN_NAME = "deploy-report.md"
 MASK = "***"
+# Shorter values are not masked: masking one or two characters would blank whole logs.
+MIN_SECRET_LENGTH = 3
 
 
 @dataclass
@@ -73,7 +75,9 @@ class Masker:
     """Replaces every secret value in text (longest first, so overlaps mask fully)."""
 
     def __init__(self, secrets: list[str]) -> None:
-        self._secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
+        self._secrets = sorted(
+            {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
+        )
 
     def text(self, value: str) -> str:
         for secret in self._secrets:

@@ -7,7 +7,6 @@ CLI prints.
 
 from deployer.github.reporting import (
     GitHubOutcome,
-    mask_commands_for,
     report_to_github,
     reporting_enabled,
     secrets_to_mask,
@@ -15,7 +14,6 @@ from deployer.github.reporting import (
 
 __all__ = [
     "GitHubOutcome",
-    "mask_commands_for",
     "report_to_github",
     "reporting_enabled",
     "secrets_to_mask",

@@ -13,9 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from deployer.errors import Problem
-
-# Masker ignores shorter values too: masking one or two characters would blank the whole log.
-MIN_SECRET_LENGTH = 3
+from deployer.report import MIN_SECRET_LENGTH
 
 
 def escape_data(value: str) -> str:

@@ -97,13 +97,12 @@ class _Raw:
             ) from None
         return Response(self.status, self.headers, data)
 
-    def error_response(self) -> Response:
+    def error_response(self, method: str, url: str) -> Response:
         """For messages only: an error body that is not JSON counts as none."""
         try:
-            data = json.loads(self.body) if self.body.strip() else None
-        except ValueError:
-            data = None
-        return Response(self.status, self.headers, data)
+            return self.decoded(method, url)
+        except GitHubError:
+            return Response(self.status, self.headers, None)
 
 
 class _KeepRedirects(urllib.request.HTTPRedirectHandler):
@@ -249,7 +248,7 @@ class GitHubApi:
                     raise GitHubError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
                 url = target
                 continue
-            response = raw.error_response()
+            response = raw.error_response(method, url)
             wait = _rate_limit_wait(response, self._policy.clock())
             if wait is not None:
                 self._wait_rate_limit(method, url, wait, waits)

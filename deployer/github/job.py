@@ -26,9 +26,9 @@ from deployer.github.artifacts import last_deploy
 from deployer.github.event import default_branch, read_payload
 from deployer.github.reporting import (
     GitHubOutcome,
-    mask_commands_for,
     report_to_github,
     reporting_enabled,
+    secrets_to_mask,
 )
 from deployer.preview import Baseline
 
@@ -48,7 +48,7 @@ class ActionsJob:
 
     def mask(self, registry_secrets: Sequence[str]) -> None:
         """Register the secrets (once each): the runner hides them in every later log line."""
-        self._commands(mask_commands_for(registry_secrets, self.env))
+        self._commands(actions.mask_commands(secrets_to_mask(registry_secrets, self.env)))
 
     def annotate(self, problems: list[Problem]) -> None:
         workspace = self.env.get("GITHUB_WORKSPACE")

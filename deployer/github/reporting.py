@@ -67,10 +67,6 @@ def secrets_to_mask(registry_secrets: Sequence[str], env: Mapping[str, str]) -> 
     return [*registry_secrets, *([scoring_key] if scoring_key else [])]
 
 
-def mask_commands_for(registry_secrets: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    return actions.mask_commands(secrets_to_mask(registry_secrets, env))
-
-
 def report_to_github(
     report_json_path: Path,
     report_md_path: Path,
@@ -98,8 +94,9 @@ def report_to_github(
     problem = ""
     if secrets is None:
         secrets, problem = _registry_secrets(config, env)
-    masker = Masker(secrets_to_mask(secrets, env))
-    for line in mask_commands_for(secrets, env):
+    to_mask = secrets_to_mask(secrets, env)
+    masker = Masker(to_mask)
+    for line in actions.mask_commands(to_mask):
         commands(line)
     warnings: list[str] = []
 
