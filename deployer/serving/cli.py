@@ -2,31 +2,61 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-import socket
 
-from .config import parse_settings
+from .config import Settings, parse_settings
+from .control import ControlServer
+from .instance import initial_listeners
+from .listeners import adopt
+from .logs import setup_logging
 from .metrics import Metrics, attach
 from .supervisor import WORKER_ENV, run_supervisor
-from .worker import bind, run_worker
+from .worker import run_worker
+
+log = logging.getLogger("deployer.serving")
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse options (flags over environment) and serve until SIGTERM/SIGINT.
 
     Returns the exit status: 0 after a requested stop, 3 if the entry script failed
-    to load or init(), 2 for bad usage. Must run on the main thread (signals).
+    to load or init(), 2 for bad usage, 1 if a port or the control socket can't be
+    opened. Must run on the main thread (signals).
     """
     try:
         settings = parse_settings(argv)
     except SystemExit as exc:  # argparse's --help and usage errors
         return exc.code if isinstance(exc.code, int) else 2
+    logs = setup_logging()
+    try:
+        return _serve(settings)
+    finally:
+        logs.stop()  # flushes
 
+
+def _serve(settings: Settings) -> int:
     worker = os.environ.pop(WORKER_ENV, None)
-    if worker:  # started by the supervisor with the shared socket and metrics block
-        sock_fd, metrics_fd, index = (int(part) for part in worker.split(","))
-        metrics = Metrics(attach(metrics_fd, settings.workers), settings.workers, index)
-        return run_worker(settings, socket.socket(fileno=sock_fd), metrics)
+    if worker:  # started by the supervisor with the sockets, the channel and the metrics
+        spec = json.loads(worker)
+        metrics = Metrics(
+            attach(spec["metrics"], settings.workers), settings.workers, spec["index"]
+        )
+        listeners = {role: (adopt(fd), accepting) for role, fd, accepting in spec["listeners"]}
+        return run_worker(settings, listeners, metrics, link=adopt(spec["link"]))
+
+    control = None
+    try:
+        # The control socket first: a second server with the same name stops here.
+        control = ControlServer(settings.instance) if settings.instance else None
+        sockets = initial_listeners(settings)
+    except OSError as exc:
+        log.error("%s", exc.strerror or exc)
+        if control is not None:
+            control.close()
+        return 1
     if settings.workers == 1:
-        return run_worker(settings, bind(settings.host, settings.port), Metrics())
-    return run_supervisor(settings)
+        listeners = {role: (sock, True) for role, sock in sockets.items()}
+        return run_worker(settings, listeners, Metrics(), control=control)
+    return run_supervisor(settings, sockets, control)

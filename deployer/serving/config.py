@@ -2,14 +2,20 @@
 
 The environment variable names are the ones Azure ML's inference server reads
 (``AZUREML_ENTRY_SCRIPT``, ``AZUREML_MODEL_DIR``, ``WORKER_COUNT``, ``SCORING_TIMEOUT_MS``,
-``SERVER_PORT``) plus ours (``DEPLOYER_SERVER_*``, ``DEPLOYER_MAX_REQUEST_BYTES``); the
-toolkit's Dockerfile sets them, so the names are part of the contract.
+``SERVER_PORT``) plus ours (``DEPLOYER_SERVER_*``, ``DEPLOYER_MAX_REQUEST_BYTES``,
+``DEPLOYER_CANDIDATE_PORT``, ``DEPLOYER_INSTANCE``, ``DEPLOYER_STATE_DIR``); the toolkit's
+Dockerfile and deploy targets set them, so the names are part of the contract.
+
+``--instance`` names the control socket (control.py) through which a deploy hands the
+service port from one running version to the next; ``--candidate-port`` starts a new
+version on a private port until it is told to take the service port over (instance.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +25,11 @@ DEFAULT_WORKERS = 1
 # Azure ML's default (one hour): a run() that is slow on purpose keeps working after a move.
 DEFAULT_SCORING_TIMEOUT_MS = 3_600_000
 DEFAULT_MAX_REQUEST_BYTES = 104_857_600
+# Where the promotion marker lives: inside the container's own filesystem, so it survives
+# a restart of that container and dies with it.
+DEFAULT_STATE_DIR = "/tmp/deployer-serving"
+# Instance names become part of a socket address and a file name: keep them plain.
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 # option dest -> environment variables, first match wins. SERVER_PORT is the name
 # azureml-inference-server-http declares for its port (ENV_PORT), accepted as an alias.
@@ -30,6 +41,9 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "workers": ("WORKER_COUNT",),
     "scoring_timeout_ms": ("SCORING_TIMEOUT_MS",),
     "max_request_bytes": ("DEPLOYER_MAX_REQUEST_BYTES",),
+    "candidate_port": ("DEPLOYER_CANDIDATE_PORT",),
+    "instance": ("DEPLOYER_INSTANCE",),
+    "state_dir": ("DEPLOYER_STATE_DIR",),
 }
 
 
@@ -42,9 +56,17 @@ class Settings:
     workers: int = DEFAULT_WORKERS
     scoring_timeout_ms: int = DEFAULT_SCORING_TIMEOUT_MS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    candidate_port: int | None = None
+    instance: str | None = None
+    state_dir: str = DEFAULT_STATE_DIR
 
     def to_argv(self) -> list[str]:
         """The flags that reproduce these settings (how worker processes get them)."""
+        optional = []
+        if self.candidate_port is not None:
+            optional += ["--candidate-port", str(self.candidate_port)]
+        if self.instance:
+            optional += ["--instance", self.instance]
         return [
             "--entry-script",
             self.entry_script,
@@ -60,6 +82,9 @@ class Settings:
             str(self.scoring_timeout_ms),
             "--max-request-bytes",
             str(self.max_request_bytes),
+            "--state-dir",
+            self.state_dir,
+            *optional,
         ]
 
 
@@ -114,6 +139,27 @@ def build_parser(prog: str = "python -m deployer.serving") -> argparse.ArgumentP
         help=f"largest request body accepted (default {DEFAULT_MAX_REQUEST_BYTES}) "
         "[DEPLOYER_MAX_REQUEST_BYTES]",
     )
+    add(
+        "--candidate-port",
+        type=_port,
+        metavar="PORT",
+        help="start as a candidate: listen on this private port only, not on --port, until "
+        "told to join the service port through the control socket; needs --instance "
+        "[DEPLOYER_CANDIDATE_PORT]",
+    )
+    add(
+        "--instance",
+        type=_instance,
+        metavar="NAME",
+        help="open the control socket @deployer-serving/NAME (python -m "
+        "deployer.serving.control) [DEPLOYER_INSTANCE]",
+    )
+    add(
+        "--state-dir",
+        metavar="DIR",
+        help=f"where the promotion marker NAME.promoted is kept (default {DEFAULT_STATE_DIR}) "
+        "[DEPLOYER_STATE_DIR]",
+    )
     return parser
 
 
@@ -131,6 +177,8 @@ def parse_settings(
         "workers": _positive,
         "scoring_timeout_ms": _non_negative,
         "max_request_bytes": _positive,
+        "candidate_port": _port,
+        "instance": _instance,
     }
     for dest, names in ENV_NAMES.items():
         if args.get(dest) is not None:
@@ -147,6 +195,15 @@ def parse_settings(
     for dest, flag in (("entry_script", "--entry-script"), ("model_dir", "--model-dir")):
         if not args.get(dest):
             parser.error(f"{flag} (or {ENV_NAMES[dest][0]}) is required")
+    if args.get("candidate_port") is not None:
+        if not args.get("instance"):
+            parser.error(
+                "--candidate-port (or DEPLOYER_CANDIDATE_PORT) needs --instance (or "
+                "DEPLOYER_INSTANCE): a candidate is told to join through its control socket"
+            )
+        port = DEFAULT_PORT if args.get("port") is None else args["port"]
+        if args["candidate_port"] == port != 0:
+            parser.error("--candidate-port must differ from the service port (--port)")
     return Settings(**{k: v for k, v in args.items() if v is not None})
 
 
@@ -176,3 +233,11 @@ def _non_negative(raw: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {value}")
     return value
+
+
+def _instance(raw: str) -> str:
+    if not INSTANCE_NAME.fullmatch(raw):
+        raise argparse.ArgumentTypeError(
+            f"not an instance name (letters, digits, '.', '_', '-'; up to 100): {raw!r}"
+        )
+    return raw

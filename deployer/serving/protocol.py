@@ -10,22 +10,40 @@ synchronously inside ``data_received`` and answered with one ``transport.write``
 What it does: keep-alive and pipelining (answers in order), chunked request bodies,
 ``Expect: 100-continue``, HEAD, request size limits (413 before reading the body, then
 a lingering close so the client sees the answer), a header size limit (431), idle and
-slow-request timeouts, back-pressure on slow readers, graceful shutdown (stop
-accepting, finish requests in progress, close idle connections). What it doesn't:
-TLS, HTTP/2 and upgrades (a scoring container sits behind an ingress for those).
+slow-request timeouts, back-pressure on slow readers, listeners that can be paused and
+resumed, graceful shutdown. What it doesn't: TLS, HTTP/2 and upgrades (a scoring
+container sits behind an ingress for those).
+
+Leaving gracefully matters more than usual here: the listening socket may be shared
+with the next version of the service (listeners.py), which keeps accepting from it while
+this process stops. So stopping (or pausing) never cuts a connection that might carry a
+request right now: each connection is answered as usual with ``connection: close`` on
+its next response, then closed; an idle one is left to send that next request or to
+reach the idle timeout.
+
+Why accept by hand rather than with ``loop.create_server``: pausing an asyncio Server
+means ``Server.close()``, and a connection accepted in the same loop iteration but not
+yet set up then fails in ``Server._attach()`` (an assertion) and is dropped unanswered.
+Here pausing only stops polling the socket; whatever was accepted is served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
+import threading
 import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote
 
 import httptools
+
+from .listeners import port_of
 
 if TYPE_CHECKING:
     from .app import App
@@ -36,6 +54,9 @@ READ_TIMEOUT_S = 60  # a request whose bytes stop arriving for this long is drop
 LINGER_S = 1.0  # after a 413: keep reading (and dropping) this long so the client sees it
 LINGER_BYTES = 1 << 20  # ... or this much, whichever comes first
 MAX_HEADER_BYTES = 65536
+ACCEPT_BATCH = 128  # connections taken from the queue per wake-up (others get a turn too)
+ACCEPT_RETRY_S = 1.0  # out of file descriptors or memory: stop accepting this long
+log = logging.getLogger("deployer.serving")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SPECIAL = frozenset(
     {
@@ -76,25 +97,139 @@ class Request:
 Response = tuple[int, list[bytes], bytes]
 
 
+class Listener:
+    """A listening socket this process holds (its own copy), by role (listeners.py), and
+    the lease on the instance it came from, if any (instance.py), closed with it."""
+
+    def __init__(self, role: str, sock: socket.socket, lease: socket.socket | None = None):
+        self.role = role
+        self.sock = sock
+        self.lease = lease
+        self.port = port_of(sock)
+        self.accepting = False  # polled by the loop and accepted from
+        self.polled = False  # registered with the loop (False while backing off an error)
+
+
 class HttpServer:
-    """The listening socket, its connections, and the once-a-second housekeeping."""
+    """The listening sockets, their connections, and the once-a-second housekeeping.
+
+    Listener changes run on the loop; other threads go through instance.py.
+    """
 
     def __init__(self, app: App, loop: asyncio.AbstractEventLoop, max_body: int):
         self.app = app
         self.loop = loop
         self.max_body = max_body
         self.connections: set[HttpProtocol] = set()
+        self.listeners: dict[str, Listener] = {}
+        self.setting_up = 0  # accepted connections whose transport isn't made yet
         self.closing = False
         self.clock = 0  # whole seconds (monotonic), for timeouts without per-request timers
         self.date_line = b""
-        self._server: asyncio.AbstractServer | None = None
         self._stop = asyncio.Event()
+        # Held while a listener's socket is closed or duplicated: the control thread
+        # duplicates the service socket for another process (dup_listener).
+        self._sockets_lock = threading.Lock()
         self._tick()
 
-    async def start(self, sock: Any) -> None:
-        self._server = await self.loop.create_server(
-            lambda: HttpProtocol(self), sock=sock, backlog=2048
-        )
+    # Listeners -------------------------------------------------------------------------------
+    def listen(
+        self,
+        role: str,
+        sock: socket.socket,
+        accepting: bool = True,
+        lease: socket.socket | None = None,
+    ) -> None:
+        """Hold ``sock`` as the ``role`` listener, and ``lease`` until ``sock`` is closed
+        (both ours to close from now on, once this returns)."""
+        if role in self.listeners:
+            raise ValueError(f"a {role} listener is held already")
+        if self.closing:
+            raise RuntimeError("the server is shutting down")
+        sock.setblocking(False)
+        self.listeners[role] = Listener(role, sock, lease)
+        if accepting:
+            self.resume(role)
+
+    def resume(self, role: str) -> None:
+        """Accept connections from the ``role`` listener (again)."""
+        listener = self._listener(role)
+        if self.closing:
+            raise RuntimeError("the server is shutting down")
+        listener.accepting = True
+        self._poll(listener)
+
+    def pause(self, role: str) -> None:
+        """Stop accepting from the ``role`` listener, keeping the socket; its connections
+        are answered with ``connection: close`` from now on, so their clients move on."""
+        listener = self._listener(role)
+        listener.accepting = False
+        self._unpoll(listener)
+        for conn in self.connections:
+            if conn.listener is listener:
+                conn.leave()
+
+    def drop(self, role: str) -> None:
+        """Pause and close this process's copy of the ``role`` listener (and its lease:
+        the instance it came from may take over at once)."""
+        self.pause(role)
+        with self._sockets_lock:
+            listener = self.listeners.pop(role)
+            listener.sock.close()
+            if listener.lease is not None:
+                listener.lease.close()
+
+    def dup_listener(self, role: str) -> int | None:
+        """A duplicate of the ``role`` listener's fd (the caller closes it), or None if not
+        held. Any thread."""
+        with self._sockets_lock:
+            listener = self.listeners.get(role)
+            return None if listener is None else os.dup(listener.sock.fileno())
+
+    def _listener(self, role: str) -> Listener:
+        try:
+            return self.listeners[role]
+        except KeyError:
+            raise LookupError(f"no {role} listener is held") from None
+
+    def _poll(self, listener: Listener) -> None:
+        if (
+            listener.accepting
+            and not listener.polled
+            and self.listeners.get(listener.role) is listener
+        ):
+            self.loop.add_reader(listener.sock.fileno(), self._accept, listener)
+            listener.polled = True
+
+    def _unpoll(self, listener: Listener) -> None:
+        if listener.polled:
+            self.loop.remove_reader(listener.sock.fileno())
+            listener.polled = False
+
+    def _accept(self, listener: Listener) -> None:
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _ = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # the queue is empty (or another process took the connection)
+            except ConnectionAbortedError:
+                continue  # reset by its client while queued
+            except OSError as exc:  # out of file descriptors or memory, typically
+                # The socket stays readable: stop polling it for a while instead of spinning.
+                log.error("accept() failed (%s); retrying in %.0f s", exc, ACCEPT_RETRY_S)
+                self._unpoll(listener)
+                self.loop.call_later(ACCEPT_RETRY_S, self._poll, listener)
+                return
+            self.setting_up += 1
+            self.loop.create_task(self._set_up(conn, listener))
+
+    async def _set_up(self, conn: socket.socket, listener: Listener) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: HttpProtocol(self, listener), conn)
+        except Exception:  # the client reset it already, or no memory: nothing to answer
+            conn.close()
+        finally:
+            self.setting_up -= 1
 
     def _tick(self) -> None:
         now = time.time()
@@ -111,20 +246,26 @@ class HttpServer:
     async def serve_until_stopped(self, drain_s: float) -> None:
         await self._stop.wait()
         self.closing = True
-        if self._server is not None:
-            self._server.close()  # stop accepting; queued connections are refused
+        # Stop accepting and close our copies: connections still queued are refused only
+        # if no other process holds the socket (the next version may).
+        for role in list(self.listeners):
+            self.drop(role)
         for conn in list(self.connections):
-            conn.shutdown()
+            conn.leave()
+        # Busy connections finish; idle ones get their next request answered (with
+        # close) or reach the idle timeout (_tick), whichever comes first.
         deadline = time.monotonic() + drain_s
-        while self.connections and time.monotonic() < deadline:
+        while (self.connections or self.setting_up) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         for conn in list(self.connections):
             conn.abort()
 
 
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, server: HttpServer):
+    def __init__(self, server: HttpServer, listener: Listener):
         self.server = server
+        self.listener = listener
+        self.closing = False  # answer with connection: close from now on
         self.app = server.app
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
@@ -153,6 +294,8 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.server.connections.add(self)
+        # Accepted just before a pause or a stop: move this client on too.
+        self.closing = self.server.closing or not self.listener.accepting
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
@@ -197,10 +340,12 @@ class HttpProtocol(asyncio.Protocol):
         elif not self.busy and idle >= KEEPALIVE_S:
             self.close()
 
-    def shutdown(self) -> None:
-        """Server stopping: close now if idle, else after the current response."""
-        if not self.busy and self.waiting is None:
-            self.close()
+    def leave(self) -> None:
+        """Close after the next response. Not now, even if idle: the client may be sending
+        a request already, and closing under it would fail that request (a client cannot
+        tell whether a request on a closed connection was processed, so it can't retry it
+        safely). An idle connection that sends nothing is closed by the idle timeout."""
+        self.closing = True
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -291,7 +436,7 @@ class HttpProtocol(asyncio.Protocol):
     # Answering --------------------------------------------------------------------------------
     def _send(self, req: Request, response: Response, linger: bool = False) -> None:
         status, lines, body = response
-        keep = req.keep_alive and not self.server.closing and not linger
+        keep = req.keep_alive and not self.closing and not linger
         transport = self.transport
         assert transport is not None
         status_line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status

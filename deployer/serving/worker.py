@@ -9,6 +9,12 @@ calls init(); then the loop is stopped there and resumed on the main thread, whe
 run() is called inline. Connections, tasks and the listening socket live in the loop
 object, not the thread, so they carry over. ``/score`` requests that arrive early
 wait for init() (as they would queue in Azure ML's listen backlog).
+
+The listening sockets come from outside (cli.py, or the supervisor): they may be shared
+with other processes - the supervisor, the other workers, another version of the
+service (listeners.py). On SIGTERM the worker closes only its own copies and drains
+(protocol.py). A single-worker instance also serves the control socket (control.py)
+from here; a worker under a supervisor takes its changes over a channel (channel.py).
 """
 
 from __future__ import annotations
@@ -25,10 +31,13 @@ import time
 import traceback
 from types import FrameType
 
+from . import channel
 from .app import App
 from .config import Settings
+from .control import ControlServer
 from .deadline import Deadline
-from .logs import AccessLog, setup_logging
+from .instance import LocalInstance
+from .logs import AccessLog
 from .metrics import Metrics
 from .protocol import HttpServer
 from .script import EntryScript, load
@@ -68,34 +77,62 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def bind(host: str, port: int) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
-    sock.listen(2048)  # listen now: connections made during startup queue, not fail
-    return sock
-
-
-def run_worker(settings: Settings, sock: socket.socket, metrics: Metrics) -> int:
-    """Serve ``sock`` until told to stop; return the process exit status."""
-    logs = setup_logging()
+def run_worker(
+    settings: Settings,
+    listeners: dict[str, tuple[socket.socket, bool]],
+    metrics: Metrics,
+    *,
+    control: ControlServer | None = None,
+    link: socket.socket | None = None,
+) -> int:
+    """Serve ``listeners`` (role -> (socket, accepting)) until told to stop; return the
+    process exit status. ``control``: serve it (single-worker instance); ``link``: the
+    channel from the supervisor."""
     loop = new_loop()
     access_log = AccessLog()
     deadline = Deadline(settings.scoring_timeout_ms)
     app = App(settings.max_request_bytes, metrics, access_log, deadline)
     server = HttpServer(app, loop, settings.max_request_bytes)
-    loop.run_until_complete(server.start(sock))
+    for role, (sock, accepting) in listeners.items():
+        server.listen(role, sock, accepting)
+        host, port = sock.getsockname()[:2]
+        log.info("listening on http://%s:%s (%s, worker pid %d)", host, port, role, os.getpid())
     serving = loop.create_task(server.serve_until_stopped(DRAIN_S))
     access_log.start(loop)
     signals = _Signals(server)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, signals)
-    host, port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%s (worker pid %d)", host, port, os.getpid())
+    if control is not None:
+        control.serve(LocalInstance(settings, server))
+    if link is not None:
+        channel.serve_supervisor(link, server)
 
+    status, ready = _init_while_serving(settings, loop, signals)
+    if ready is not None and not signals.received:
+        app.set_ready(*ready)
+        deadline.start()
+        log.info("ready: serving %s in %s mode", ready[0].path, ready[0].mode.value)
+    else:
+        app.set_failed()
+        server.request_stop()
+    if link is not None:
+        channel.notify(link, "ready" if app.ready else "failed")
+    try:
+        loop.run_until_complete(serving)
+    finally:
+        if control is not None:
+            control.close()
+        deadline.stop()
+        access_log.close()
+        loop.close()
+    return status
+
+
+def _init_while_serving(
+    settings: Settings, loop: asyncio.AbstractEventLoop, signals: _Signals
+) -> tuple[int, tuple[EntryScript, SwaggerDocs] | None]:
+    """Load the script and init() it on this (the main) thread while the loop serves on
+    a helper thread; then stop the loop there. The exit status so far, and the script."""
     helper = threading.Thread(target=loop.run_forever, name="startup-loop", daemon=True)
     helper.start()
     status, ready = 0, None
@@ -115,22 +152,7 @@ def run_worker(settings: Settings, sock: socket.socket, metrics: Metrics) -> int
         status = INIT_FAILED
     loop.call_soon_threadsafe(loop.stop)
     helper.join()
-
-    if ready is not None and not signals.received:
-        app.set_ready(*ready)
-        deadline.start()
-        log.info("ready: serving %s in %s mode", ready[0].path, ready[0].mode.value)
-    else:
-        app.set_failed()
-        server.request_stop()
-    try:
-        loop.run_until_complete(serving)
-    finally:
-        deadline.stop()
-        access_log.close()
-        loop.close()
-        logs.stop()
-    return status
+    return status, ready
 
 
 def _start_script(settings: Settings) -> tuple[EntryScript, SwaggerDocs]:

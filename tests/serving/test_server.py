@@ -445,9 +445,17 @@ def test_two_workers_share_the_port_and_the_metrics(serve: ServeFactory) -> None
     server = serve("echo.py", args=("--workers", "2"))
     for _ in range(40):
         assert server.post({"kind": "list"}).status == 200
-    text = server.request("GET", "/metrics").body.decode()
+    # A worker counts a request just after writing its answer, so a scrape answered by
+    # the other worker can overtake the count of the last request: wait for it.
+    deadline = time.monotonic() + 10
+    while True:
+        text = server.request("GET", "/metrics").body.decode()
+        scored = metric(text, 'deployer_http_requests_total{path="/score",code="200"}')
+        if scored == 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert metric(text, "deployer_workers") == 2
-    assert metric(text, 'deployer_http_requests_total{path="/score",code="200"}') == 40
+    assert scored == 40
     server.proc.send_signal(signal.SIGTERM)
     assert server.wait_exit(timeout=30) == 0
 

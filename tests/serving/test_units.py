@@ -76,6 +76,24 @@ def test_flags_win_over_environment() -> None:
     assert (s.entry_script, s.model_dir, s.workers) == ("a.py", "d", 4)
 
 
+def test_handover_settings() -> None:
+    s = parse_settings([], BASE)
+    assert (s.candidate_port, s.instance, s.state_dir) == (None, None, "/tmp/deployer-serving")
+    env = {
+        **BASE,
+        "DEPLOYER_CANDIDATE_PORT": "7001",
+        "DEPLOYER_INSTANCE": "svc-1.v2_a",
+        "DEPLOYER_STATE_DIR": "/state",
+    }
+    s = parse_settings([], env)
+    assert (s.candidate_port, s.instance, s.state_dir) == (7001, "svc-1.v2_a", "/state")
+    s = parse_settings(["--candidate-port", "7002", "--instance", "x", "--state-dir", "/s"], env)
+    assert (s.candidate_port, s.instance, s.state_dir) == (7002, "x", "/s")
+    # Workers get the same settings back from the flags.
+    assert parse_settings(s.to_argv(), {}) == s
+    assert parse_settings(["--instance", "a" * 100], BASE).instance == "a" * 100
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "needle"),
     [
@@ -83,6 +101,11 @@ def test_flags_win_over_environment() -> None:
         ([], {**BASE, "WORKER_COUNT": "zero"}, "WORKER_COUNT"),
         (["--workers", "0"], BASE, "--workers"),
         (["--port", "70000"], BASE, "--port"),
+        (["--candidate-port", "7001"], BASE, "needs --instance"),
+        (["--candidate-port", "5001", "--instance", "x"], BASE, "must differ"),
+        (["--instance", "a/b"], BASE, "--instance"),
+        (["--instance", "a" * 101], BASE, "--instance"),
+        ([], {**BASE, "DEPLOYER_INSTANCE": "a b"}, "DEPLOYER_INSTANCE"),
     ],
 )
 def test_bad_settings_exit_2(

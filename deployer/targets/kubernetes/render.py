@@ -1,0 +1,116 @@
+"""``kubernetes``: Deployment, Service and HorizontalPodAutoscaler for AKS or any cluster.
+
+The manifests are YAML templates whose every value goes through ``tojson`` (a JSON string is
+a YAML string to every parser, where a bare ``1e5`` is a number to some); the numbers that
+follow from the config (probe budgets, the grace period) are worked out here, where they
+can be explained and tested.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from deployer.buildcontext import BuildContext
+from deployer.image import USER_ID
+from deployer.targets.base import RenderContext, TargetContext
+from deployer.targets.kubernetes.schema import Config
+
+if TYPE_CHECKING:
+    from deployer.config.model import DeployConfig
+
+# How long a starting container may take to answer GET / (model load included) before the
+# kubelet restarts it: startup probes run every STARTUP_PERIOD_S seconds, this many times.
+STARTUP_BUDGET_S = 300
+STARTUP_PERIOD_S = 10
+LIVENESS_PERIOD_S = 10
+# A pod being stopped keeps serving this long while the endpoint and load balancer
+# deregister it, so that no new request reaches a server that has stopped accepting.
+PRE_STOP_DELAY_S = 5
+# Slack on top of the longest request when draining, for the server's own shutdown.
+SHUTDOWN_MARGIN_S = 5
+
+
+def own_image(ctx: TargetContext) -> BuildContext | None:
+    return None
+
+
+def render(ctx: RenderContext) -> dict[str, str]:
+    target = _config_of(ctx)
+    selector = {
+        "app.kubernetes.io/name": ctx.config.name,
+        "app.kubernetes.io/instance": ctx.name,
+    }
+    # The model's name and version may change from one deployment to the next, so they
+    # label objects but never select them (a Deployment's selector is immutable).
+    labels = {
+        **selector,
+        "app.kubernetes.io/version": ctx.model_version,
+        "app.kubernetes.io/managed-by": "deployer",
+        "deployer.ai/model-name": ctx.config.model_name,
+    }
+    values: dict[str, Any] = {
+        # Templates.render takes the template as "name".
+        "resource_name": ctx.config.name,
+        "target": target,
+        "labels": labels,
+        "selector": selector,
+    }
+    artifacts = {
+        "deployment.yaml": ctx.templates.render(
+            "deployment.yaml.j2",
+            **values,
+            image=str(ctx.image),
+            pull_secret=pull_secret_name(ctx.config),
+            user_id=USER_ID,
+            probes=_probes(ctx),
+            termination_grace_s=_termination_grace_s(ctx),
+            pre_stop_delay_s=PRE_STOP_DELAY_S,
+        ),
+        "service.yaml": ctx.templates.render("service.yaml.j2", **values),
+    }
+    if target.autoscale is not None:
+        artifacts["hpa.yaml"] = ctx.templates.render(
+            "hpa.yaml.j2", **values, autoscale=target.autoscale
+        )
+    return artifacts
+
+
+def _config_of(ctx: RenderContext) -> Config:
+    if not isinstance(ctx.target, Config):
+        raise TypeError(f"target {ctx.name!r} is not a kubernetes target")
+    return ctx.target
+
+
+def pull_secret_name(config: DeployConfig) -> str | None:
+    """The image pull secret the Deployment names, or None when the registry is open.
+
+    The secret itself holds credentials, so it is created at deploy time, never rendered.
+    """
+    if config.registry.auth == "none":
+        return None
+    return f"{config.name}-registry"
+
+
+def _scoring_timeout_s(ctx: RenderContext) -> int:
+    return math.ceil(ctx.config.server.scoring_timeout_ms / 1000)
+
+
+def _probes(ctx: RenderContext) -> dict[str, int]:
+    """Probe timings. The startup budget covers a slow model load; it is not derived from
+    the scoring timeout, which bounds one request, not init(). Liveness, in contrast,
+    tolerates one whole scoring timeout: a worker busy with a long request may be slow to
+    answer GET /, and that is no reason to restart the container."""
+    startup_failures = math.ceil(STARTUP_BUDGET_S / STARTUP_PERIOD_S)
+    return {
+        "startup_period_s": STARTUP_PERIOD_S,
+        "startup_failures": startup_failures,
+        "startup_budget_s": STARTUP_PERIOD_S * startup_failures,
+        "liveness_period_s": LIVENESS_PERIOD_S,
+        "liveness_failures": max(3, math.ceil(_scoring_timeout_s(ctx) / LIVENESS_PERIOD_S) + 1),
+    }
+
+
+def _termination_grace_s(ctx: RenderContext) -> int:
+    """Long enough to deregister, then let the longest allowed request finish."""
+    return PRE_STOP_DELAY_S + _scoring_timeout_s(ctx) + SHUTDOWN_MARGIN_S
