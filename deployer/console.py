@@ -8,24 +8,35 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from deployer.events import Event
+
+if TYPE_CHECKING:
+    from deployer.secrets import Secrets
 
 # Docker's push/pull progress bars ("[====>   ] 12MB/40MB"): worth a live line, not a log.
 _PROGRESS_BAR = re.compile(r"\[[=> ]+\]")
 
 
 class ConsoleProgress:
-    def __init__(self, stream: TextIO | None = None, tty: bool | None = None) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, tty: bool | None = None, secrets: Secrets | None = None
+    ) -> None:
         # Looked up now, not at import: tests and callers may have replaced sys.stderr.
         stream = sys.stderr if stream is None else stream
         self._stream = stream
         self._tty = stream.isatty() if tty is None else tty
         self._status_shown = False
         self._last: dict[str, str] = {}
+        # The run's secrets, read at each event: a driver may add one (a key) mid-run, and a
+        # container's log or an error may echo any of them.
+        self._secrets = secrets
 
     def __call__(self, event: Event) -> None:
+        if self._secrets is not None and self._secrets.values:
+            text = self._secrets.masker().text(event.message)
+            event = Event(event.level, text, event.key)
         if self._tty:
             self._live(event)
         else:

@@ -2,12 +2,19 @@
 
 Each target is deployed on its own: one failing does not stop the others, and each ends in
 the report with its status, its scoring URI and its test results, or its error and logs.
+The deploy itself (apply, wait, verify, promote or roll back) is ``deployer.rollout``, the
+same for every kind; this module builds, connects each target's driver and reports.
+
+The report is always written: a bug in deployer marks its target failed, the other targets
+go on, and the caller exits 70 with the tracebacks after writing it. Ctrl-C rolls back the
+target being deployed and skips the rest.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,12 +23,16 @@ from typing import TYPE_CHECKING
 
 from deployer import docker_engine
 from deployer.build import BuildFailed, BuildOutcome, ImageBuilder, PushOutcome
-from deployer.errors import DeployerError, DeployFailed, UserError
+from deployer.errors import DeployerError, DeployFailed
 from deployer.events import Event, Sink
+from deployer.operate import connected
 from deployer.plan import Plan, TargetPlan
-from deployer.registry_auth import credentials_for, secret_values
+from deployer.registry_auth import credentials_for
 from deployer.report import DeployReport, TargetReport
-from deployer.targets.base import Deployable, DeployContext
+from deployer.rollout import Interrupted, rollout
+from deployer.secrets import Secrets
+from deployer.targets import kinds
+from deployer.targets.contract import Deadline, Endpoint, Release, Session, TargetRef
 from deployer.verify import TestRun, run_tests
 
 if TYPE_CHECKING:
@@ -76,74 +87,106 @@ def build_images(
     return results
 
 
-def deploy(plan: Plan, progress: Sink, ready_timeout_s: float = 120.0) -> DeployReport:
+@dataclass
+class DeployRun:
+    report: DeployReport
+    # Exceptions that were bugs in deployer (not the platform's or the user's doing): the
+    # caller prints their tracebacks after writing the report, and exits 70.
+    bugs: list[str] = field(default_factory=list)
+
+
+def deploy(
+    plan: Plan,
+    progress: Sink,
+    secrets: Secrets,
+    ready_timeout_s: float | None = None,
+    env: Mapping[str, str] = os.environ,
+) -> DeployRun:
     """Deploy every target of the plan; the report says how each went (never raises for a
-    target's failure: the caller decides the exit code from ``report.passed``)."""
-    images = Images(plan, progress, docker_client_factory())
+    target's failure: the caller decides the exit code from ``report.passed``).
+
+    ``ready_timeout_s`` overrides every target's ``ready_timeout_s`` from deploy.yaml.
+    """
+    images = Images(plan, progress, docker_client_factory(), env=env)
+    session = Session(progress, secrets, env)
     config = plan.config
-    report = DeployReport(
-        service=config.name,
-        model=config.model_name,
-        model_version=plan.inputs.model_version,
-        config=str(plan.inputs.config_path),
+    run = DeployRun(
+        DeployReport(
+            service=config.name,
+            model=config.model_name,
+            model_version=plan.inputs.model_version,
+            config=str(plan.inputs.config_path),
+        )
     )
+    interrupted = False
     for target in plan.targets:
-        progress(Event("step", f"target {target.name} ({target.kind.KIND})"))
-        report.targets.append(_deploy_target(target, images, progress, ready_timeout_s))
-    return report
+        entry = TargetReport(target.name, target.kind, "failed", str(target.image))
+        entry.revision = target.revision
+        run.report.targets.append(entry)
+        if interrupted:
+            entry.error = "not deployed: the run was interrupted before this target"
+            continue
+        progress(Event("step", f"target {target.name} ({target.kind})"))
+        try:
+            _deploy_target(target, images, session, ready_timeout_s, entry)
+        except Interrupted as stop:
+            entry.error, entry.logs = str(stop), stop.logs
+            interrupted = True
+        except KeyboardInterrupt:  # before anything was applied: nothing to roll back
+            entry.error = "interrupted before anything was deployed"
+            interrupted = True
+        except BuildFailed as exc:
+            entry.error, entry.logs = str(exc), exc.log_tail
+        except DeployFailed as exc:
+            entry.error, entry.logs = str(exc), exc.logs
+            entry.tests = exc.tests if isinstance(exc.tests, TestRun) else entry.tests
+        except DeployerError as exc:
+            entry.error = str(exc)
+        except Exception as exc:
+            entry.error = f"deployer hit a bug ({type(exc).__name__}: {exc}); see its traceback"
+            run.bugs.append(traceback.format_exc())
+    return run
 
 
 def _deploy_target(
-    target: TargetPlan, images: Images, progress: Sink, ready_timeout_s: float
-) -> TargetReport:
-    entry = TargetReport(target.name, target.kind.KIND, "failed", str(target.image))
-    kind = target.kind
-    try:
-        if not isinstance(kind, Deployable):
-            raise UserError(
-                f"deploying to {kind.KIND!r} targets is not available in this version; "
-                f"'deployer render -t {target.name}' writes its artifacts"
-            )
+    target: TargetPlan,
+    images: Images,
+    session: Session,
+    ready_timeout_s: float | None,
+    entry: TargetReport,
+) -> None:
+    config = images.plan.config
+    release = Release(target.revision, target.image, target.artifacts)
+    deadline_s = ready_timeout_s or target.target.ready_timeout_s
+    module = kinds.driver(target.kind)
+    # Connected first: missing credentials or an unreachable platform fail before a build.
+    with connected(module, TargetRef.of(config, target.name), session) as driver:
         with _timed(entry, "build"):
             built = images.build(target)
         entry.built = built.built
         with _timed(entry, "push"):
             pushed = images.push(target)
         entry.pushed, entry.digest = pushed.pushed, pushed.digest
-        ctx = DeployContext(
-            name=target.name,
-            config=images.plan.config,
-            target=target.target,
-            image=target.image,
-            artifacts=target.artifacts,
-            docker=images.client,
-            verify=lambda uri: _verify(uri, images.plan, progress),
-            progress=progress,
-            ready_timeout_s=ready_timeout_s,
-        )
         with _timed(entry, "deploy"):
-            outcome = kind.deploy(ctx)
-    except BuildFailed as exc:
-        entry.error, entry.logs = str(exc), exc.log_tail
-    except DeployFailed as exc:
-        entry.error, entry.logs = str(exc), exc.logs
-        entry.tests = exc.tests if isinstance(exc.tests, TestRun) else None
-    except DeployerError as exc:
-        entry.error = str(exc)
-    else:
-        entry.status = outcome.status
-        entry.scoring_uri, entry.swagger_uri = outcome.scoring_uri, outcome.swagger_uri
-        entry.tests, entry.logs = outcome.tests, outcome.logs
-    return entry
+            outcome = rollout(
+                driver,
+                release,
+                verify=lambda endpoint: _verify(endpoint, images.plan, session.progress),
+                deadline=Deadline(deadline_s),
+                progress=session.progress,
+                target=target.name,
+            )
+    entry.status = outcome.status
+    endpoint = outcome.live.endpoint
+    if endpoint is not None:
+        entry.scoring_uri, entry.swagger_uri = endpoint.scoring_uri, endpoint.swagger_uri
+        entry.auth_headers = sorted(endpoint.headers)
+    entry.tests, entry.logs, entry.notes = outcome.tests, outcome.logs, outcome.notes
 
 
-def _verify(uri: str, plan: Plan, progress: Sink) -> TestRun:
-    progress(Event("step", f"testing {uri}"))
-    return run_tests(uri, plan.config.tests)
-
-
-def secrets(plan: Plan, env: Mapping[str, str] = os.environ) -> list[str]:
-    return secret_values(plan.config.registry, env)
+def _verify(endpoint: Endpoint, plan: Plan, progress: Sink) -> TestRun:
+    progress(Event("detail", f"running {len(plan.config.tests.requests)} test requests"))
+    return run_tests(endpoint.scoring_uri, plan.config.tests, endpoint.headers)
 
 
 @contextmanager
@@ -153,30 +196,3 @@ def _timed(entry: TargetReport, step: str) -> Iterator[None]:
         yield
     finally:
         entry.seconds[step] = round(time.perf_counter() - started, 3)
-
-
-def down(plan: Plan, progress: Sink, remove_images: bool) -> list[str]:
-    """Remove each target's deployment; returns what was removed."""
-    client = docker_client_factory()
-    removed: list[str] = []
-    for target in plan.targets:
-        kind = target.kind
-        if not isinstance(kind, Deployable):
-            raise UserError(f"removing {kind.KIND!r} deployments is not available in this version")
-        ctx = DeployContext(
-            name=target.name,
-            config=plan.config,
-            target=target.target,
-            image=target.image,
-            artifacts=target.artifacts,
-            docker=client,
-            verify=_no_verify,
-            progress=progress,
-        )
-        progress(Event("step", f"removing target {target.name}"))
-        removed += [f"{target.name}: {item}" for item in kind.down(ctx, remove_images)]
-    return removed
-
-
-def _no_verify(uri: str) -> TestRun:
-    raise AssertionError("down does not verify")

@@ -7,26 +7,39 @@ and the build and deploy steps take the same plan.
 from __future__ import annotations
 
 import difflib
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from deployer.buildcontext import BuildContext, ImageRef
+from deployer.config.fields import TargetConfig
 from deployer.config.model import DeployConfig
 from deployer.errors import UserError
 from deployer.image import scoring_image
 from deployer.plan_inputs import PlanInputs
-from deployer.targets.base import RenderContext, TargetConfig, TargetContext, TargetKind
-from deployer.targets.registry import kind_of
+from deployer.targets import kinds
+from deployer.targets.base import RenderContext, TargetContext
 from deployer.templating import Templates
+
+REVISION_LENGTH = 12
 
 
 @dataclass(frozen=True)
 class TargetPlan:
     name: str
-    kind: TargetKind
+    kind: str  # the target's type
     target: TargetConfig
     image: ImageRef
     artifacts: dict[str, str]
+
+    @property
+    def revision(self) -> str:
+        """A hash of the image and every rendered artifact: what a deploy makes live, and
+        what tells that a deploy has nothing to change."""
+        digest = hashlib.sha256(f"{self.image}\0".encode())
+        for path, content in sorted(self.artifacts.items()):
+            digest.update(f"{path}\0{content}\0".encode())
+        return digest.hexdigest()[:REVISION_LENGTH]
 
 
 @dataclass(frozen=True)
@@ -62,13 +75,13 @@ def make_plan(config: DeployConfig, config_path: Path, targets: list[str] | None
     planned: list[TargetPlan] = []
     for name in select_targets(config, targets):
         target = config.targets[name]
-        kind = kind_of(target.type)
-        ctx = TargetContext(inputs, name, target, Templates(kind.KIND))
-        context = kind.own_image(ctx)
+        renderer = kinds.renderer(target.type)
+        ctx = TargetContext(inputs, name, target, Templates(target.type))
+        context = renderer.own_image(ctx)
         if context is None:
             context = images.get(config.name) or scoring_image(inputs)
         images[context.repository] = context
         ref = ImageRef(config.registry.address, context.repository, context.tag())
         render_ctx = RenderContext(inputs, name, target, ctx.templates, image=ref)
-        planned.append(TargetPlan(name, kind, target, ref, kind.render(render_ctx)))
+        planned.append(TargetPlan(name, target.type, target, ref, renderer.render(render_ctx)))
     return Plan(inputs, images, planned)

@@ -2,7 +2,8 @@
 
 For each target: the image it would deploy (its tag is the hash of every build input),
 whether that image already exists (so deploy would neither build nor push it), and what
-changes relative to the last deploy report. This is what reviewers see on a pull request.
+changes relative to what is live (where its platform can be asked) or else to the last
+deploy report. This is what reviewers see on a pull request.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from typing import Any
 from deployer.buildcontext import ImageRef
 from deployer.errors import DeployerError
 from deployer.events import Event, Sink
-from deployer.plan import Plan
+from deployer.plan import Plan, TargetPlan
 from deployer.registry_auth import credentials_for
 from deployer.report import JSON_NAME, DeployReport, TargetReport
+from deployer.targets.contract import Version
 
 ImageCheck = Callable[[ImageRef], bool | None]
 
@@ -44,19 +46,36 @@ def previous_report(report_dir: Path) -> Baseline | None:
         return None
 
 
-def preview(plan: Plan, baseline: Baseline | None, image_exists: ImageCheck) -> DeployReport:
+LIVE_SOURCE = "what is live"
+
+
+def preview(
+    plan: Plan,
+    baseline: Baseline | None,
+    image_exists: ImageCheck,
+    live: Mapping[str, Version | None] | None = None,
+) -> DeployReport:
+    """What deploy would do per target, compared with what is ``live`` where its platform
+    answered (name -> live version, None: nothing deployed), else with ``baseline``."""
+    live = live or {}
+    sources = [LIVE_SOURCE] if live else []
+    if baseline is not None and any(t.name not in live for t in plan.targets):
+        sources.append(baseline.source)
     report = DeployReport(
         service=plan.config.name,
         model=plan.config.model_name,
         model_version=plan.inputs.model_version,
         config=str(plan.inputs.config_path),
         command="plan",
-        compared_with=baseline.source if baseline else "",
+        compared_with=" and ".join(sources),
     )
     for target in plan.targets:
-        entry = TargetReport(target.name, target.kind.KIND, "planned", str(target.image))
+        entry = TargetReport(target.name, target.kind, "planned", str(target.image))
+        entry.revision = target.revision
         entry.image_exists = image_exists(target.image)
-        if baseline is not None:
+        if target.name in live:
+            entry.changes = _changes_from_live(target, live[target.name])
+        elif baseline is not None:
             entry.changes = _changes(str(target.image), baseline.targets.get(target.name))
         entry.artifacts = sorted(target.artifacts)
         report.targets.append(entry)
@@ -71,6 +90,20 @@ def _changes(image: str, last: Mapping[str, Any] | None) -> list[str]:
         changes.append(f"image {last.get('image')} → {image}")
     if last.get("status") == "failed":
         changes.append("the last deploy of this target failed")
+    return changes
+
+
+def _changes_from_live(target: TargetPlan, version: Version | None) -> list[str]:
+    if version is None:
+        return ["new: nothing is deployed there now"]
+    changes = []
+    if version.image != str(target.image):
+        changes.append(f"image {version.image} → {target.image}")
+    elif version.revision != target.revision:
+        changes.append(f"settings: revision {version.revision} → {target.revision}")
+    if version.health != "healthy":
+        detail = f": {version.detail}" if version.detail else ""
+        changes.append(f"the live version is {version.health}{detail}")
     return changes
 
 

@@ -39,10 +39,3 @@ def credentials_for(registry: Registry, env: Mapping[str, str] = os.environ) -> 
             f"{'is' if len(missing) == 1 else 'are'} not set in the environment"
         )
     return Credentials(env[registry.username_env], env[registry.password_env])
-
-
-def secret_values(registry: Registry, env: Mapping[str, str] = os.environ) -> list[str]:
-    """Values that must never appear in output (for masking logs and reports)."""
-    if registry.auth == "none":
-        return []
-    return [v for v in (env.get(registry.password_env),) if v]

@@ -1,7 +1,7 @@
 """The deploy report: ``deploy-report.json`` for machines, ``deploy-report.md`` for people.
 
 Secrets are masked on the way out: every string that reaches either file passes through
-``Masker``, because container logs and error messages may echo what they were given.
+``deployer.secrets.Masker``, because container logs and error messages may echo them.
 """
 
 from __future__ import annotations
@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from deployer import __version__
 from deployer.errors import UserError
+from deployer.secrets import Masker
 from deployer.verify import TestRun
 
 Status = Literal["deployed", "unchanged", "failed", "planned"]
 JSON_NAME = "deploy-report.json"
 MARKDOWN_NAME = "deploy-report.md"
-MASK = "***"
-# Shorter values are not masked: masking one or two characters would blank whole logs.
-MIN_SECRET_LENGTH = 3
 
 
 @dataclass
@@ -30,13 +28,16 @@ class TargetReport:
     status: Status
     image: str
     digest: str = ""
+    revision: str = ""  # hash of the image and the rendered artifacts: what was made live
     scoring_uri: str = ""
     swagger_uri: str = ""
+    auth_headers: list[str] = field(default_factory=list)  # names a client must send
     built: bool = False
     pushed: bool = False
     tests: TestRun | None = None
     error: str = ""
     logs: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was tidied or could not be retired
     seconds: dict[str, float] = field(default_factory=dict)  # step -> duration
     # A plan's findings: whether the image is already built/pushed, what would change.
     image_exists: bool | None = None  # None: could not be checked
@@ -69,29 +70,6 @@ class DeployReport:
         started, and its tests said no (so the previous version, if any, still serves)."""
         failed = [t for t in self.targets if not t.passed]
         return bool(failed) and all(t.tests is not None and not t.tests.passed for t in failed)
-
-
-class Masker:
-    """Replaces every secret value in text (longest first, so overlaps mask fully)."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        self._secrets = sorted(
-            {s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True
-        )
-
-    def text(self, value: str) -> str:
-        for secret in self._secrets:
-            value = value.replace(secret, MASK)
-        return value
-
-    def data(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self.text(value)
-        if isinstance(value, list):
-            return [self.data(v) for v in value]
-        if isinstance(value, dict):
-            return {k: self.data(v) for k, v in value.items()}
-        return value
 
 
 def to_json(report: DeployReport, masker: Masker) -> str:
@@ -197,8 +175,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def write(report: DeployReport, folder: Path, secrets: list[str]) -> tuple[Path, Path]:
-    masker = Masker(secrets)
+def write(report: DeployReport, folder: Path, masker: Masker) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     json_path, md_path = folder / JSON_NAME, folder / MARKDOWN_NAME
     json_path.write_text(to_json(report, masker), encoding="utf-8")

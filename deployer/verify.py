@@ -122,8 +122,11 @@ def run_tests(uri: str, tests: ScoringTests, headers: Mapping[str, str] | None =
     try:
         results = [_run_one(connection, test) for test in tests.requests]
         latency = _burst(connection, tests) if tests.requests else None
-    except OSError as exc:
-        return TestRun(uri, error=f"cannot reach {uri}: {exc}")
+    except (OSError, http.client.HTTPException) as exc:
+        # Refused, reset, timed out, or not HTTP at all (BadStatusLine): a failed test run,
+        # never an escaping exception.
+        reason = str(exc) or type(exc).__name__
+        return TestRun(uri, error=f"cannot reach {uri}: {reason}")
     finally:
         connection.close()
     return TestRun(uri, results, latency)

@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from tests import loopback_guard
+
+loopback_guard.install()
+
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "example-repo"
 # CI clones the repo as <dir>/p with shared/ beside it; a developer's checkout has the same.
 SHARED = REPO.parent / "shared"
+# On a subprocess's PYTHONPATH, it installs the same loopback guard (tests/sitecustomize/).
+GUARD_PATH = REPO / "tests" / "sitecustomize"
 
 
 @pytest.fixture

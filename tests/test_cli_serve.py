@@ -12,8 +12,8 @@ import urllib.request
 import pytest
 
 from deployer.cli import main
-from deployer.containers import free_port
 from tests.conftest import EXAMPLE
+from tests.serving.conftest import free_port
 
 
 def test_serve_help_is_the_servers_own(capsys: pytest.CaptureFixture[str]) -> None:

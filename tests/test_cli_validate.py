@@ -102,22 +102,49 @@ def test_the_installed_command_exits_0_on_the_example() -> None:
     assert result.stdout.startswith(f"{EXAMPLE / 'deploy.yaml'}: valid: service 'diabetes'")
 
 
+OFFLINE_COMMANDS = {
+    "validate": ["validate", "-c", str(EXAMPLE / "deploy.yaml")],
+    "schema": ["schema"],
+    "render": ["render", "-c", str(EXAMPLE / "deploy.yaml"), "-o", "{tmp}/out"],
+    "plan --no-registry-check": [
+        "plan",
+        "-c",
+        str(EXAMPLE / "deploy.yaml"),
+        "--no-registry-check",
+        "--no-comment",
+        "--report-dir",
+        "{tmp}/reports",
+    ],
+}
+
+
 @pytest.mark.parametrize("github_actions", ["", "true"], ids=["locally", "in GitHub Actions"])
-def test_validate_imports_no_sdk(github_actions: str) -> None:
-    """Heavy or optional SDKs load lazily, by the command that needs them: validate needs none,
-    in GitHub Actions neither (where it also annotates, with deployer's own GitHub code)."""
+@pytest.mark.parametrize("command", sorted(OFFLINE_COMMANDS))
+def test_offline_commands_import_no_sdk(command: str, github_actions: str, tmp_path: Path) -> None:
+    """Heavy or optional SDKs load lazily, by the command that needs them: the commands that
+    work from deploy.yaml alone need none, and load no target's driver. In GitHub Actions
+    neither (where validate also annotates, with deployer's own GitHub code)."""
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in OFFLINE_COMMANDS[command]]
     probe = (
         "import sys\n"
         "from deployer.cli import main\n"
-        f"code = main(['validate', '-c', {str(EXAMPLE / 'deploy.yaml')!r}])\n"
+        f"code = main({argv!r})\n"
         "heavy = ('azure', 'kubernetes', 'docker', 'onnxruntime', 'httpx', 'requests')\n"
         "loaded = sorted({m.split('.')[0] for m in sys.modules} & set(heavy))\n"
-        "print('LOADED', loaded, 'GITHUB', 'deployer.github.job' in sys.modules)\n"
+        "drivers = sorted(m for m in sys.modules if m.endswith('.driver'))\n"
+        "print('LOADED', loaded, drivers, 'GITHUB', 'deployer.github.job' in sys.modules)\n"
         "sys.exit(code)\n"
     )
+    # No GitHub event: the plan has no pull request to comment on and no artifacts to read.
     env = {"PATH": "/usr/bin:/bin", "GITHUB_ACTIONS": github_actions}
     result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=False
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert f"LOADED [] GITHUB {bool(github_actions)}" in result.stdout
+    in_job = bool(github_actions) and command != "schema"
+    assert f"LOADED [] [] GITHUB {in_job}" in result.stdout

@@ -356,3 +356,14 @@ def _module_names(body: list[ast.stmt]) -> set[str]:
 RelativePath = Annotated[str, Field(min_length=1), AfterValidator(_existing)]
 RelativeFile = Annotated[str, Field(min_length=1), AfterValidator(_existing_file)]
 EntryScript = Annotated[str, Field(min_length=1), AfterValidator(_entry_script)]
+
+
+class TargetConfig(Section):
+    """Base of every target's section; each kind narrows ``type`` to its Literal.
+
+    Every kind states its own ``ready_timeout_s`` default (what suits its platform): the
+    field is required here, so a kind that forgets it cannot be loaded.
+    """
+
+    type: str
+    ready_timeout_s: PositiveFloat

@@ -26,7 +26,7 @@ from deployer.config.fields import describe
 from deployer.config.model import DeployConfig, Environment
 from deployer.config.yamlsource import Position, SourceMap, YamlSyntaxError, dotted, parse
 from deployer.errors import ConfigError, Problem, UserError
-from deployer.targets.registry import ALL_KINDS
+from deployer.targets.kinds import KINDS, SCHEMAS
 
 Loc = tuple[str | int, ...]
 
@@ -50,8 +50,13 @@ _BOUNDS = {
 }
 
 
-def load_config(path: str | Path) -> DeployConfig:
-    """Validate the deploy.yaml at ``path``. Raises ``ConfigError`` listing every problem."""
+def load_config(path: str | Path, check_files: bool = True) -> DeployConfig:
+    """Validate the deploy.yaml at ``path``. Raises ``ConfigError`` listing every problem.
+
+    ``check_files=False`` skips the files it names (model, entry script, environment): the
+    commands that act on a deployment by name (status, logs, down) need deploy.yaml's
+    settings only, and must work where the model files are not (a CI job for clean-up).
+    """
     path = Path(path)
     shown = str(path)
     try:
@@ -62,12 +67,12 @@ def load_config(path: str | Path) -> DeployConfig:
         raise UserError(f"{shown}: is a directory, not a deploy.yaml") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{shown}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return validate_text(text, shown, base_dir=path.resolve().parent)
+    return validate_text(text, shown, base_dir=path.resolve().parent if check_files else None)
 
 
-def validate_text(text: str, shown: str, base_dir: Path) -> DeployConfig:
+def validate_text(text: str, shown: str, base_dir: Path | None) -> DeployConfig:
     """Validate deploy.yaml's ``text``; problems name the file ``shown``, and the files it
-    references are looked up in ``base_dir``."""
+    references are looked up in ``base_dir`` (None: not looked up at all)."""
 
     def at(position: Position, path: Loc, message: str) -> Problem:
         return Problem(shown, position.line, position.col, dotted(path), message)
@@ -99,7 +104,7 @@ def validate_text(text: str, shown: str, base_dir: Path) -> DeployConfig:
             ]
         )
     problems = [at(issue.position, issue.path, issue.message) for issue in yaml_issues]
-    context = {"base_dir": base_dir}
+    context = {"base_dir": base_dir} if base_dir is not None else {}
     shown_dir = Path(shown).parent
     try:
         config = DeployConfig.model_validate(data, context=context)
@@ -111,9 +116,11 @@ def validate_text(text: str, shown: str, base_dir: Path) -> DeployConfig:
         except ValidationError:
             pass
         else:
-            problems += envfile.check(environment, base_dir, shown_dir)
+            if base_dir is not None:
+                problems += envfile.check(environment, base_dir, shown_dir)
     else:
-        problems += envfile.check(config.environment, base_dir, shown_dir)
+        if base_dir is not None:
+            problems += envfile.check(config.environment, base_dir, shown_dir)
     if problems:
         # One line per problem, whatever a validator put in its message.
         raise ConfigError([replace(p, message=" ".join(p.message.split())) for p in problems])
@@ -195,9 +202,9 @@ def _message(err: ErrorDetails, loc: Loc, data: Any) -> str:
     if kind == "missing":
         return f"missing required key '{loc[-1]}'"
     if kind == "union_tag_not_found":
-        return f"missing required key 'type' (one of: {', '.join(ALL_KINDS)})"
+        return f"missing required key 'type' (one of: {', '.join(KINDS)})"
     if kind == "union_tag_invalid":
-        return _choice_message("unknown target type", str(ctx.get("tag")), list(ALL_KINDS))
+        return _choice_message("unknown target type", str(ctx.get("tag")), list(KINDS))
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
         return _literal_message(value, choices) if choices else _plain(err["msg"])
@@ -277,7 +284,7 @@ def _unknown_key_message(loc: Loc, data: Any) -> str:
     if len(loc) == 3 and loc[0] == "targets":
         # A setting of another kind of target, e.g. 'replicas' in an aci target.
         this = _node(loc[:2], data)["type"]  # a known kind: its section model was found
-        others = [name for name, other in ALL_KINDS.items() if key in other.Config.model_fields]
+        others = [name for name, other in SCHEMAS.items() if key in other.Config.model_fields]
         if others:
             return (
                 f"unknown key {key!r}: {this} targets do not take it "
@@ -293,7 +300,7 @@ def _section_model(path: Loc, data: Any) -> type[BaseModel] | None:
     for index, step in enumerate(path):
         node = _child(node, step)
         if index == 1 and path[0] == "targets":
-            kind = ALL_KINDS.get(str(node.get("type"))) if isinstance(node, dict) else None
+            kind = SCHEMAS.get(str(node.get("type"))) if isinstance(node, dict) else None
             if kind is None:
                 return None
             model = kind.Config

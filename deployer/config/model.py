@@ -1,9 +1,10 @@
 """The typed model of deploy.yaml.
 
 A validated config is a tree of frozen objects; nothing downstream reads raw dicts. The
-``targets`` union is built from the target registry (``deployer.targets.registry``), so a
-new target kind is one module plus one template folder, and the schema learns its name from
-there. Field descriptions are what editors show from the published JSON Schema.
+``targets`` union is built from the one list of kinds (``deployer.targets.kinds``), which
+imports each kind's ``schema.py`` and nothing else of it: a new kind is one package plus one
+template folder, and the schema learns its name from there. Field descriptions are what
+editors show from the published JSON Schema.
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from deployer.config.fields import (
 )
 
 if TYPE_CHECKING:
-    # The union is built at run time from the registry; to a type checker, every target
-    # section is a TargetConfig (what code outside its kind's module may rely on).
-    from deployer.targets.base import TargetConfig as TargetConfigUnion
+    # The union is built at run time from the list of kinds; to a type checker, every target
+    # section is a TargetConfig (what code outside its kind's package may rely on).
+    from deployer.config.fields import TargetConfig as TargetConfigUnion
 else:
-    from deployer.targets.registry import TargetConfigUnion
+    from deployer.targets.kinds import TargetConfigUnion
 
 SCHEMA_VERSION = 1
 

@@ -9,12 +9,10 @@ from deployer.github.reporting import (
     GitHubOutcome,
     report_to_github,
     reporting_enabled,
-    secrets_to_mask,
 )
 
 __all__ = [
     "GitHubOutcome",
     "report_to_github",
     "reporting_enabled",
-    "secrets_to_mask",
 ]

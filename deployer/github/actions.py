@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from deployer.errors import Problem
-from deployer.report import MIN_SECRET_LENGTH
+from deployer.secrets import MIN_SECRET_LENGTH
 
 
 def escape_data(value: str) -> str:

@@ -24,12 +24,7 @@ from deployer.github import actions
 from deployer.github.api import PermissionDenied, client_from_env
 from deployer.github.artifacts import last_deploy
 from deployer.github.event import default_branch, read_payload
-from deployer.github.reporting import (
-    GitHubOutcome,
-    report_to_github,
-    reporting_enabled,
-    secrets_to_mask,
-)
+from deployer.github.reporting import GitHubOutcome, report_to_github, reporting_enabled
 from deployer.preview import Baseline
 
 Print = Callable[[str], None]
@@ -46,9 +41,10 @@ class ActionsJob:
     def detect(cls, print_command: Print, env: Mapping[str, str] = os.environ) -> ActionsJob | None:
         return cls(env, print_command) if reporting_enabled(env) else None
 
-    def mask(self, registry_secrets: Sequence[str]) -> None:
-        """Register the secrets (once each): the runner hides them in every later log line."""
-        self._commands(actions.mask_commands(secrets_to_mask(registry_secrets, self.env)))
+    def mask(self, secret: str) -> None:
+        """Register a secret (once): the runner hides it in every later log line. Subscribed
+        to the run's ``Secrets``, so each is registered as soon as it is known."""
+        self._commands(actions.mask_commands([secret]))
 
     def annotate(self, problems: list[Problem]) -> None:
         workspace = self.env.get("GITHUB_WORKSPACE")

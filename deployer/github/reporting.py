@@ -29,8 +29,8 @@ from deployer.github.comment import (
     with_section,
 )
 from deployer.github.event import pull_request_number, read_payload
-from deployer.report import Masker, read_written
-from deployer.targets.aci import SCORING_KEY_ENV
+from deployer.report import read_written
+from deployer.secrets import Masker
 
 # Set to false, deployer does nothing GitHub-specific even in GitHub Actions.
 REPORT_SWITCH_ENV = "DEPLOYER_GITHUB_REPORT"
@@ -61,12 +61,6 @@ def reporting_enabled(env: Mapping[str, str]) -> bool:
     return env.get("GITHUB_ACTIONS") == "true" and env.get(REPORT_SWITCH_ENV, "") != "false"
 
 
-def secrets_to_mask(registry_secrets: Sequence[str], env: Mapping[str, str]) -> list[str]:
-    """The registry password (as ``deployer.deploy.secrets`` finds it) and any scoring key."""
-    scoring_key = env.get(SCORING_KEY_ENV, "")
-    return [*registry_secrets, *([scoring_key] if scoring_key else [])]
-
-
 def report_to_github(
     report_json_path: Path,
     report_md_path: Path,
@@ -83,8 +77,8 @@ def report_to_github(
     """Publish a written report to GitHub Actions and its pull request.
 
     ``commands`` receives workflow-command lines (masks first, then warnings and errors) for
-    the CLI to print at once. ``secrets`` are the registry secrets when the caller has the
-    plan; without them they are found from the deploy.yaml the report names. ``token``
+    the CLI to print at once. ``secrets`` are the run's secret values when the caller has
+    them; without them they are found from the deploy.yaml the report names. ``token``
     overrides $GITHUB_TOKEN. ``comment=False`` writes the summary and outputs only. Raises
     ``UserError`` only for a missing or unreadable report.
     """
@@ -93,10 +87,9 @@ def report_to_github(
     config = str(report.get("config", ""))
     problem = ""
     if secrets is None:
-        secrets, problem = _registry_secrets(config, env)
-    to_mask = secrets_to_mask(secrets, env)
-    masker = Masker(to_mask)
-    for line in actions.mask_commands(to_mask):
+        secrets, problem = _secrets_of(config, env)
+    masker = Masker(secrets)
+    for line in actions.mask_commands(secrets):
         commands(line)
     warnings: list[str] = []
 
@@ -196,20 +189,21 @@ def _read_report(path: Path) -> dict[str, Any]:
     return data
 
 
-def _registry_secrets(config: str, env: Mapping[str, str]) -> tuple[list[str], str]:
-    """The registry password of the report's deploy.yaml, and a warning if it cannot be read.
+def _secrets_of(config: str, env: Mapping[str, str]) -> tuple[list[str], str]:
+    """The secrets a run of the report's deploy.yaml knows from the start, and a warning if
+    that deploy.yaml cannot be read.
 
     Without the config the variable's default name is masked, the best guess left.
     """
     from deployer.config.loader import load_config
     from deployer.config.model import Registry
-    from deployer.registry_auth import secret_values
+    from deployer.secrets import run_secrets
 
     try:
-        return secret_values(load_config(config).registry, env), ""
+        return run_secrets(load_config(config, check_files=False).registry, env).values, ""
     except DeployerError as error:
         default = Registry.model_fields["password_env"].default
-        guess = [env[default]] if env.get(default) else []
+        guess = run_secrets(Registry(address="unknown", auth="basic"), env).values
         first_line = str(error).split("\n", 1)[0]
         return guess, (
             f"could not read {config or 'the deploy.yaml'} for its registry password variable "

@@ -1,4 +1,3 @@
-"""Deploy targets: one module per kind, each following ``deployer.targets.base.TargetKind``.
-
-Kinds are listed once, in ``deployer.targets.registry``.
-"""
+"""Deploy targets: one package per kind (``schema.py``, ``render.py``, ``driver.py``; see
+``deployer.targets.base``), listed once in ``deployer.targets.kinds``. The driver contract
+is ``deployer.targets.contract``."""

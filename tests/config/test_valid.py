@@ -12,7 +12,11 @@ import pytest
 from deployer.config.loader import load_config
 from deployer.config.model import DeployConfig
 from deployer.plan_inputs import PlanInputs
-from deployer.targets import aci, functions, iot_edge, kubernetes, local
+from deployer.targets.aci import schema as aci
+from deployer.targets.functions import schema as functions
+from deployer.targets.iot_edge import schema as iot_edge
+from deployer.targets.kubernetes import schema as kubernetes
+from deployer.targets.local import schema as local
 from tests.config.corpus import FILES
 from tests.conftest import EXAMPLE
 

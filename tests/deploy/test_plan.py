@@ -11,7 +11,8 @@ from deployer.cli import main
 from deployer.config.loader import load_config
 from deployer.plan import make_plan
 from deployer.preview import preview, previous_report
-from deployer.report import DeployReport, Masker, TargetReport, to_markdown, write
+from deployer.report import DeployReport, TargetReport, to_markdown, write
+from deployer.secrets import Masker
 from tests.conftest import EXAMPLE
 
 CONFIG = EXAMPLE / "deploy.yaml"
@@ -22,7 +23,7 @@ def _last_deploy(folder: Path, images: dict[str, str], failed: str = "") -> None
     for name, image in images.items():
         status = "failed" if name == failed else "deployed"
         report.targets.append(TargetReport(name, "local", status, image))
-    write(report, folder, [])
+    write(report, folder, Masker([]))
 
 
 def test_plan_compares_with_the_last_deploy(tmp_path: Path) -> None:
@@ -76,7 +77,7 @@ def test_plan_cli_writes_a_report_and_the_artifacts(
 def test_a_plan_report_is_not_taken_for_the_last_deploy(tmp_path: Path) -> None:
     report = DeployReport("diabetes", "m", "v", "deploy.yaml", command="plan")
     report.targets.append(TargetReport("local", "local", "planned", "x"))
-    write(report, tmp_path, [])
+    write(report, tmp_path, Masker([]))
     assert previous_report(tmp_path) is None
 
 

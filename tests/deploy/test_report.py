@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from deployer.report import DeployReport, TargetReport, write
+from deployer.secrets import Masker
 from deployer.verify import Latency, RequestResult, TestRun
 
 
@@ -47,7 +48,7 @@ def _report(secret: str) -> DeployReport:
 
 def test_both_files_hold_the_results_and_mask_secrets(tmp_path: Path) -> None:
     secret = "hunter2-very-secret"
-    json_path, md_path = write(_report(secret), tmp_path, [secret])
+    json_path, md_path = write(_report(secret), tmp_path, Masker([secret]))
     data = json.loads(json_path.read_text())
     assert data["passed"] is False
     local, edge = data["targets"]

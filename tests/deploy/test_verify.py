@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,9 +17,12 @@ from deployer.config.model import ScoringTests
 from deployer.verify import json_mismatch, run_tests
 from tests.conftest import EXAMPLE
 
+KEY = "k3y-for-the-test"
+
 
 class _Scoring(BaseHTTPRequestHandler):
-    """Doubles each number of {"data": [...]}; 500 for anything else (like run() raising)."""
+    """Doubles each number of {"data": [...]}; 500 for anything else (like run() raising).
+    Under /keyed/ it wants ``Authorization: Bearer KEY`` first, as an endpoint behind a key."""
 
     protocol_version = "HTTP/1.1"
 
@@ -29,6 +33,8 @@ class _Scoring(BaseHTTPRequestHandler):
             status, payload = 200, json.dumps(result).encode()
         except (ValueError, KeyError, TypeError) as exc:
             status, payload = 500, json.dumps({"message": str(exc)}).encode()
+        if self.path.startswith("/keyed/") and self.headers["Authorization"] != f"Bearer {KEY}":
+            status, payload = 401, b'{"message": "missing or wrong key"}'
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -101,6 +107,39 @@ def test_latency_over_budget_fails(scoring_uri: str) -> None:
     assert not run.passed
 
 
+def test_the_headers_an_endpoint_needs_are_sent_with_every_request(scoring_uri: str) -> None:
+    keyed = scoring_uri.replace("/score", "/keyed/score")
+    tests = _tests([{"name": "doubles", "json": {"data": [1]}, "expect": {"json": [2]}}])
+    without = run_tests(keyed, tests)
+    assert not without.passed
+    assert without.results[0].status == 401
+    run = run_tests(keyed, tests, {"Authorization": f"Bearer {KEY}"})
+    assert run.passed, run
+    assert run.latency is not None and run.latency.requests == 20
+
+
+def test_a_server_that_does_not_speak_http_is_a_failed_run_not_an_exception() -> None:
+    """http.client.BadStatusLine and its kin end in the run's error, like a refusal does."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        def answer_garbage() -> None:
+            for _ in range(2):  # the verifier tries a second connection once
+                conn, _ = listener.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+        threading.Thread(target=answer_garbage, daemon=True).start()
+        run = run_tests(
+            f"http://127.0.0.1:{port}/score", _tests([{"name": "ok", "json": {"data": [1]}}])
+        )
+    assert not run.passed
+    assert run.error is not None and run.error.startswith("cannot reach"), run.error
+
+
 def test_an_unreachable_service_is_reported_not_raised() -> None:
     run = run_tests("http://127.0.0.1:9/score", _tests([{"name": "ok", "json": {"data": [1]}}]))
     assert not run.passed
@@ -154,8 +193,9 @@ def test_cli_test_command_prints_a_table(
 def test_cli_test_without_uri_or_report_is_a_user_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A target whose platform cannot be asked, and no report that names its URI."""
     code = main(
-        ["test", "-c", str(EXAMPLE / "deploy.yaml"), "-t", "local", "--report-dir", str(tmp_path)]
+        ["test", "-c", str(EXAMPLE / "deploy.yaml"), "-t", "staging", "--report-dir", str(tmp_path)]
     )
     assert code == 2
     assert "pass --uri URL" in capsys.readouterr().err

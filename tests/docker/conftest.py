@@ -62,6 +62,6 @@ def client(dev_env: dict[str, str]) -> Iterator[Any]:
 
 
 def free_port() -> int:
-    from deployer.containers import free_port as pick
+    from deployer.targets.local.driver import free_port as pick
 
     return pick()

@@ -14,6 +14,7 @@ from deployer.events import Event
 from deployer.github import GitHubOutcome, report_to_github
 from deployer.github.api import RetryPolicy
 from deployer.report import DeployReport, TargetReport, write
+from deployer.secrets import Masker
 from deployer.verify import Latency, RequestResult, TestRun
 from tests.conftest import EXAMPLE
 from tests.github.fake_github import FakeGitHub, serve
@@ -110,7 +111,7 @@ class Actions:
 
     def write_report(self, report: DeployReport) -> None:
         # Written unmasked, unlike deploy's own report: the masking tested is the reporting's.
-        write(report, self.report_dir, [])
+        write(report, self.report_dir, Masker([]))
 
     def run(self, **options: Any) -> Run:
         commands: list[str] = []

@@ -28,7 +28,7 @@ from azure.functions import meta
 
 from deployer.config.loader import load_config
 from deployer.plan import make_plan
-from deployer.targets.functions import function_timeout
+from deployer.targets.functions.render import function_timeout
 from tests.conftest import EXAMPLE
 
 TARGET = "batch"

@@ -20,8 +20,8 @@ from referencing.jsonschema import DRAFT4
 
 from deployer.config.loader import load_config
 from deployer.plan import make_plan
-from deployer.targets import iot_edge
-from deployer.targets.iot_edge import compact_json, create_options_fields
+from deployer.targets.iot_edge import render as iot_edge
+from deployer.targets.iot_edge.render import compact_json, create_options_fields
 from tests.conftest import EXAMPLE, reference_dir
 
 Manifest = dict[str, Any]

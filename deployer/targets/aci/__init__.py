@@ -1,0 +1,1 @@
+"""``aci``: the scoring image as an Azure Container Instances container group."""

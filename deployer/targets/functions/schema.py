@@ -1,0 +1,124 @@
+"""The ``functions`` target's section of deploy.yaml."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from deployer.config.fields import (
+    AzureLocation,
+    EnvVarName,
+    PositiveFloat,
+    ResourceGroup,
+    Rule,
+    Section,
+    TargetConfig,
+    Uuid,
+    error,
+)
+
+KIND = "functions"
+
+# Binding paths: a blob container (Azure's rule: 3-63 characters, single hyphens between
+# letters or digits; the lookahead counts its length), then the blob name, which may hold
+# {binding expressions}. Quotes, backslashes and control characters would break function.json.
+BlobPath = Annotated[
+    str,
+    Rule(
+        "blob path",
+        "container/blob-name: a container of 3 to 63 lowercase letters, digits and single "
+        "'-' between them, then '/' and a blob name without quotes, backslashes or control "
+        "characters, such as input/{name}.json",
+        r'^(?=[a-z0-9-]{3,63}/)[a-z0-9]+(-[a-z0-9]+)*/[^\x00-\x1f\x7f"\\]+$',
+    ),
+]
+# The app's host name, <app_name>.azurewebsites.net (Microsoft.Web/sites).
+AppName = Annotated[
+    str,
+    Rule(
+        "function app name",
+        "2 to 60 letters, digits and '-', starting and ending with a letter or digit",
+        r"^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$",
+        min_length=2,
+        max_length=60,
+    ),
+]
+QueueName = Annotated[
+    str,
+    Rule(
+        "Service Bus queue name",
+        "up to 260 letters, digits, '.', '_', '-' and '/', starting and ending with a letter "
+        "or digit",
+        r"^[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?$",
+        max_length=260,
+    ),
+]
+# The path after /api/ that the HTTP trigger answers; {name} segments are route parameters.
+HttpRoute = Annotated[
+    str,
+    Rule(
+        "HTTP route",
+        "letters, digits, '/', '_', '.', '-' and {parameters}, such as score or models/{name}",
+        r"^[A-Za-z0-9_{}/.-]+$",
+    ),
+]
+
+
+class HttpTrigger(Section):
+    auth_level: Literal["anonymous", "function", "admin"] = "function"
+    route: HttpRoute = "score"
+
+
+class BlobTrigger(Section):
+    input_path: BlobPath
+    output_path: BlobPath
+    connection: EnvVarName = Field(description="App setting holding the storage connection.")
+
+
+class ServiceBusTrigger(Section):
+    queue: QueueName
+    connection: EnvVarName = Field(description="App setting holding the Service Bus connection.")
+    output_queue: QueueName | None = None
+
+
+TRIGGER_FIELDS = ("http", "blob", "service_bus")
+
+
+class Config(TargetConfig):
+    model_config = ConfigDict(title="functions target")
+
+    type: Literal["functions"]
+    subscription_id: Uuid
+    resource_group: ResourceGroup
+    app_name: AppName
+    location: AzureLocation | None = None
+    trigger: Literal["http", "blob", "service_bus"] = "http"
+    http: HttpTrigger | None = None
+    blob: BlobTrigger | None = None
+    service_bus: ServiceBusTrigger | None = None
+    ready_timeout_s: PositiveFloat = Field(
+        default=900,
+        description="How long the function app may take to pull its image, restart and "
+        "answer (init() included) before the deploy rolls it back.",
+    )
+
+    @model_validator(mode="after")
+    def _trigger_settings(self) -> Config:
+        for other in TRIGGER_FIELDS:
+            if other != self.trigger and getattr(self, other) is not None:
+                raise error(
+                    "trigger",
+                    "'{other}' settings given but trigger is {trigger!r}",
+                    other=other,
+                    trigger=self.trigger,
+                    at=other,
+                )
+        if self.trigger != "http" and getattr(self, self.trigger) is None:
+            raise error(
+                "trigger",
+                "trigger {trigger!r} needs a '{trigger}' section",
+                trigger=self.trigger,
+                at="trigger",
+            )
+        return self

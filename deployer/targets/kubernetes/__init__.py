@@ -1,0 +1,1 @@
+"""``kubernetes``: Deployment, Service and HorizontalPodAutoscaler for AKS or any cluster."""

@@ -1,0 +1,1 @@
+"""``local``: the scoring image run by the local Docker engine on the host network."""
