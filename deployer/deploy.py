@@ -128,7 +128,7 @@ def deploy(
             continue
         progress(Event("step", f"target {target.name} ({target.kind})"))
         try:
-            _deploy_target(target, images, session, ready_timeout_s, entry)
+            interrupted = _deploy_target(target, images, session, ready_timeout_s, entry)
         except Interrupted as stop:
             entry.error, entry.logs = str(stop), stop.logs
             interrupted = True
@@ -154,7 +154,9 @@ def _deploy_target(
     session: Session,
     ready_timeout_s: float | None,
     entry: TargetReport,
-) -> None:
+) -> bool:
+    """Deploy one target into ``entry``; True when the run was interrupted after its
+    version went live (the remaining targets are then skipped)."""
     config = images.plan.config
     release = Release(target.revision, target.image, target.artifacts)
     deadline_s = ready_timeout_s or target.target.ready_timeout_s
@@ -182,6 +184,7 @@ def _deploy_target(
         entry.scoring_uri, entry.swagger_uri = endpoint.scoring_uri, endpoint.swagger_uri
         entry.auth_headers = sorted(endpoint.headers)
     entry.tests, entry.logs, entry.notes = outcome.tests, outcome.logs, outcome.notes
+    return outcome.interrupted
 
 
 def _verify(endpoint: Endpoint, plan: Plan, progress: Sink) -> TestRun:

@@ -38,6 +38,9 @@ class Outcome:
     tests: TestRun
     logs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what tidying and retiring did
+    # Ctrl-C or SIGTERM came while the previous version was being retired: the new one
+    # serves, and the run stops after this target.
+    interrupted: bool = False
 
 
 def rollout(
@@ -96,9 +99,10 @@ def rollout(
                 )
         driver.confirm(live)
         logs = driver.logs(release.revision, LOG_TAIL)
+    outcome = Outcome("deployed", live, tests, logs, notes)
     if previous is not None:
-        notes += _retire(driver, previous, progress, target)
-    return Outcome("deployed", live, tests, logs, notes)
+        _retire(driver, previous, progress, target, outcome)
+    return outcome
 
 
 @contextlib.contextmanager
@@ -140,17 +144,23 @@ def _roll_back(
     return f"rolled back, but the previous version {previous.revision} {state}"
 
 
-def _retire(driver: Driver, previous: Version, progress: Sink, target: str) -> list[str]:
-    """After a successful switch the new version serves whatever happens here: a failure
-    to remove the old one is a warning, and the next deploy's ``tidy`` finishes the job."""
+def _retire(
+    driver: Driver, previous: Version, progress: Sink, target: str, outcome: Outcome
+) -> None:
+    """After a confirmed switch the new version serves whatever happens here: a failure to
+    remove the old one is a note, and the next deploy's ``tidy`` finishes the job."""
     progress(Event("step", f"{target}: retiring the previous version {previous.revision}"))
+    reason = ""
     try:
         driver.retire(previous)
     except platform_errors(driver) as error:
-        note = f"could not retire the previous version {previous.revision}: {_describe(error)}"
-        progress(Event("warning", f"{target}: {note}"))
-        return [note]
-    return []
+        reason = _describe(error)
+    except KeyboardInterrupt:
+        reason, outcome.interrupted = "interrupted", True
+    if reason:
+        note = f"could not retire the previous version {previous.revision}: {reason}"
+        progress(Event("warning", f"{target}: {note}; the next deploy removes it"))
+        outcome.notes.append(note)
 
 
 def platform_errors(driver: Driver) -> tuple[type[BaseException], ...]:

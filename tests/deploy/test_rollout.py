@@ -228,6 +228,15 @@ def test_a_failure_to_retire_is_a_note_not_a_failure() -> None:
     assert outcome.notes == [
         "could not retire the previous version old0revision: PlatformDown: busy"
     ]
+    assert not outcome.interrupted
+
+
+def test_ctrl_c_while_retiring_keeps_the_new_version_and_stops_the_run() -> None:
+    driver = ScriptedDriver(previous=OLD, fail_at={"retire": KeyboardInterrupt()})
+    outcome = _run(driver)
+    assert (outcome.status, outcome.interrupted) == ("deployed", True)
+    assert "roll_back" not in driver.calls
+    assert outcome.notes == ["could not retire the previous version old0revision: interrupted"]
 
 
 def test_an_unreadable_live_state_fails_before_anything_is_applied() -> None:
