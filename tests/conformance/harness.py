@@ -137,11 +137,11 @@ class ModelRepo:
         script.write_text(script.read_text() + FAULTS)
         self.config = root / "deploy.yaml"
         self.reports = root / "reports"
-        self._template = self.config.read_text()
+        self.template = self.config.read_text()
 
     def write(self, ready_timeout_s: float = 60, **variables: str) -> None:
         """deploy.yaml with one target on the platform and these fault variables."""
-        text = self._template.replace("name: diabetes\n", f"name: {self.service}\n", 1)
+        text = self.template.replace("name: diabetes\n", f"name: {self.service}\n", 1)
         pairs = {"OMP_NUM_THREADS": "1", **variables}
         text = text.replace(
             'variables: {OMP_NUM_THREADS: "1"}',

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from deployer.targets.local.driver import free_port
-from tests.conformance.harness import ModelRepo, finish, interrupt, score_once
+from tests.conformance.harness import (
+    Load,
+    ModelRepo,
+    finish,
+    interrupt,
+    score_once,
+    wait_until_answers,
+)
 from tests.conformance.platforms import LocalPlatform, local_platform
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -130,3 +137,50 @@ def test_a_live_version_from_an_older_deployer_is_replaced_once_with_a_stop(
     assert len(repo.live()) == 1 and repo.leftovers() == []
     assert score_once(repo.platform.service_url()) > 0
     assert os.environ.get("REGISTRY_PASSWORD", "") not in deployed.output
+
+
+def test_a_switch_between_two_worker_versions_drops_no_request(repo: ModelRepo) -> None:
+    """server.workers: 2 on both sides: each version's supervisor hands the socket over."""
+    repo.template = repo.template.replace("workers: 1\n", "workers: 2\n")
+    repo.write(BENCH="two-workers")
+    first = repo.deploy()
+    assert first.code == 0, first.output
+    repo.write(BENCH="two-workers-again")
+    with Load(repo.platform.service_url()).running() as load:
+        deployed = repo.deploy()
+    assert deployed.code == 0, deployed.output
+    assert deployed.target["status"] == "deployed"
+    assert len(repo.live()) == 1 and repo.leftovers() == []
+    assert load.failed == 0, str(load)
+    assert load.ok > 0
+
+
+def test_a_live_version_that_crashes_is_restarted_on_the_service_port(
+    repo: ModelRepo, client: Any
+) -> None:
+    """After the switch the live container has the restart policy of a service, and its
+    server, marked promoted, binds the service port again by itself."""
+    (name,) = [
+        c.name
+        for c in client.containers.list(
+            filters={"label": f"ai.deployer.base-name={repo.service}-{repo.target}"}
+        )
+    ]
+    container = client.containers.get(name)
+    assert container.attrs["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    # SIGKILL to the server from inside (a crash, not a `docker stop`, which Docker would
+    # take as wanted and not restart).
+    kill = (
+        "import os, signal\n"
+        "for pid in os.listdir('/proc'):\n"
+        "    if pid.isdigit() and b'deployer.serving' in open(f'/proc/{pid}/cmdline', 'rb').read()"
+        " and int(pid) != os.getpid():\n"
+        "        os.kill(int(pid), signal.SIGKILL)\n"
+    )
+    container.exec_run(["python", "-c", kill])
+    deadline = time.monotonic() + 60
+    while client.containers.get(name).attrs["RestartCount"] < 1:
+        assert time.monotonic() < deadline, "the container was not restarted"
+        time.sleep(0.2)
+    wait_until_answers(repo.platform.service_url(), within_s=60)
+    assert repo.live() == [container.labels["ai.deployer.revision"]]

@@ -114,10 +114,14 @@ class LocalDriver:
 
     # What is there ---------------------------------------------------------------------
     def _containers(self) -> list[Container]:
-        """Every container of this target, newest first."""
+        """Every container of this target, newest first, fully inspected (the list gives a
+        summary without the restart policy or the environment)."""
         found = self.client.containers.list(
             all=True, filters={"label": f"{LABEL_BASE_NAME}={self.base}"}
         )
+        for container in found:
+            with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
+                container.reload()
         return sorted(found, key=lambda c: str(c.attrs.get("Created", "")), reverse=True)
 
     def _services(self) -> list[Container]:
