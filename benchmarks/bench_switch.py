@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -39,13 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conformance.harness import FAULTS, Load  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from deployer.targets.local.driver import free_port  # noqa: E402
+from tests.conformance.harness import Load, copy_model_repo, deploy_yaml  # noqa: E402
 
 
 @dataclass
@@ -60,27 +53,17 @@ class Service:
     name: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:6]}")
 
     def __post_init__(self) -> None:
-        shutil.copytree(
-            REPO / "example-repo",
-            self.root,
-            ignore=shutil.ignore_patterns("__pycache__", "tests", "train", "out"),
-        )
-        script = self.root / "score.py"
-        script.write_text(script.read_text() + FAULTS)
-        self.template = (self.root / "deploy.yaml").read_text()
+        self.template = copy_model_repo(self.root)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/score"
 
     def write(self, port: int | None = None, **variables: str) -> None:
-        text = self.template.replace("name: diabetes\n", f"name: {self.name}\n", 1)
-        pairs = {"OMP_NUM_THREADS": "1", **variables}
-        text = text.replace('variables: {OMP_NUM_THREADS: "1"}', "variables: " + json.dumps(pairs))
-        head, _, _ = text.partition("\ntargets:\n")
         deadline = ", ready_timeout_s: 60" if self.deadlines else ""
         target = f"{{type: local, port: {port or self.port}{deadline}}}"
-        (self.root / "deploy.yaml").write_text(f"{head}\ntargets:\n  local: {target}\n")
+        text = deploy_yaml(self.template, self.name, "local", target, variables)
+        (self.root / "deploy.yaml").write_text(text)
 
     def deployer(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "PYTHONPATH": str(self.code)}

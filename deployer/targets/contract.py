@@ -107,13 +107,12 @@ class Version:
 class Deadline:
     """How long a wait may take. Waits sleep through it, so Ctrl-C interrupts them."""
 
-    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self._clock = clock
-        self._end = clock() + seconds
+        self._end = time.monotonic() + seconds
 
     def remaining(self) -> float:
-        return max(0.0, self._end - self._clock())
+        return max(0.0, self._end - time.monotonic())
 
     @property
     def expired(self) -> bool:
@@ -278,8 +277,3 @@ def not_available(target: TargetRef) -> NoReturn:
         f"deploying to {target.kind!r} targets is not available in this version; "
         f"'deployer render -t {target.name}' writes its artifacts"
     )
-
-
-def headers_shown(headers: Mapping[str, str]) -> str:
-    """Header names only, for reports: their values are secrets."""
-    return ", ".join(sorted(headers)) or "none"

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from tests.conftest import EXAMPLE, GUARD_PATH, REPO
 
@@ -122,6 +123,29 @@ class Deployed:
         return dict(only)
 
 
+def copy_model_repo(root: Path) -> str:
+    """Copy the example repo to ``root`` with the faults in its score.py; return the text of
+    its deploy.yaml, the template of ``deploy_yaml``."""
+    shutil.copytree(
+        EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "tests", "train", "out")
+    )
+    script = root / "score.py"
+    script.write_text(script.read_text() + FAULTS)
+    return (root / "deploy.yaml").read_text()
+
+
+def deploy_yaml(
+    template: str, service: str, target: str, target_yaml: str, variables: dict[str, str]
+) -> str:
+    """The example's deploy.yaml for ``service``, with one target and these environment
+    variables (the fault switches) in the image."""
+    text = template.replace("name: diabetes\n", f"name: {service}\n", 1)
+    pairs = {"OMP_NUM_THREADS": "1", **variables}
+    text = text.replace('variables: {OMP_NUM_THREADS: "1"}', "variables: " + json.dumps(pairs))
+    head, _, _ = text.partition("\ntargets:\n")
+    return f"{head}\ntargets:\n  {target}: {target_yaml}\n"
+
+
 class ModelRepo:
     """A copy of the example repo whose score.py can misbehave, for one service."""
 
@@ -130,26 +154,15 @@ class ModelRepo:
         self.platform = platform
         self.target = target
         self.service = f"cf-{uuid.uuid4().hex[:8]}"
-        shutil.copytree(
-            EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "tests", "train", "out")
-        )
-        script = root / "score.py"
-        script.write_text(script.read_text() + FAULTS)
+        self.template = copy_model_repo(root)
         self.config = root / "deploy.yaml"
         self.reports = root / "reports"
-        self.template = self.config.read_text()
 
     def write(self, ready_timeout_s: float = 60, **variables: str) -> None:
         """deploy.yaml with one target on the platform and these fault variables."""
-        text = self.template.replace("name: diabetes\n", f"name: {self.service}\n", 1)
-        pairs = {"OMP_NUM_THREADS": "1", **variables}
-        text = text.replace(
-            'variables: {OMP_NUM_THREADS: "1"}',
-            "variables: " + json.dumps(pairs),
-        )
-        head, _, _ = text.partition("\ntargets:\n")
         target = self.platform.target_yaml(ready_timeout_s)
-        self.config.write_text(f"{head}\ntargets:\n  {self.target}: {target}\n")
+        text = deploy_yaml(self.template, self.service, self.target, target, variables)
+        self.config.write_text(text)
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -297,7 +310,5 @@ class Load:
 
 
 def _split(url: str) -> tuple[str, int, str]:
-    rest = url.removeprefix("http://")
-    hostport, _, path = rest.partition("/")
-    host, _, port = hostport.partition(":")
-    return host, int(port), "/" + path
+    parts = urlsplit(url)
+    return parts.hostname or "", parts.port or 80, parts.path

@@ -44,7 +44,7 @@ import requests.exceptions
 
 from deployer import docker_engine
 from deployer.errors import DeployFailed
-from deployer.events import Event, Sink
+from deployer.events import Event, Level, Sink
 from deployer.targets.contract import (
     Deadline,
     Endpoint,
@@ -55,7 +55,7 @@ from deployer.targets.contract import (
     TargetRef,
     Version,
 )
-from deployer.targets.local.render import LABEL_BASE_NAME, base_name
+from deployer.targets.local.render import LABEL_BASE_NAME, base_name, stop_timeout_s
 from deployer.targets.local.schema import Config
 
 if TYPE_CHECKING:
@@ -114,14 +114,11 @@ class LocalDriver:
 
     # What is there ---------------------------------------------------------------------
     def _containers(self) -> list[Container]:
-        """Every container of this target, newest first, fully inspected (the list gives a
-        summary without the restart policy or the environment)."""
+        """Every container of this target, newest first (as the list gives them: a summary,
+        without the restart policy or the environment)."""
         found = self.client.containers.list(
             all=True, filters={"label": f"{LABEL_BASE_NAME}={self.base}"}
         )
-        for container in found:
-            with contextlib.suppress(docker.errors.NotFound):  # removed meanwhile
-                container.reload()
         return sorted(found, key=lambda c: str(c.attrs.get("Created", "")), reverse=True)
 
     def _services(self) -> list[Container]:
@@ -183,6 +180,7 @@ class LocalDriver:
         if not state.get("promoted"):
             self._control(live, "promote")
             done.append(f"{live.name} was not yet marked as the live version: it is now")
+        live.reload()  # the listed summary has no restart policy
         policy = live.attrs.get("HostConfig", {}).get("RestartPolicy", {})
         if policy.get("Name") != SERVICE_RESTART["Name"]:
             live.update(restart_policy=SERVICE_RESTART)
@@ -371,14 +369,9 @@ class LocalDriver:
         self.client.close()
 
     # Helpers ---------------------------------------------------------------------------------
-    def _progress(self, message: str, level: str = "step") -> None:
-        text = f"{self.target.name}: {message}"
-        if level == "warning":
-            self.session.progress(Event("warning", text))
-        elif level == "progress":
-            self.session.progress(Event("progress", text, key=self.target.name))
-        else:
-            self.session.progress(Event("step", text))
+    def _progress(self, message: str, level: Level = "step") -> None:
+        key = self.target.name if level == "progress" else ""
+        self.session.progress(Event(level, f"{self.target.name}: {message}", key=key))
 
     def _require_candidate(self) -> Container:
         if self._candidate is None:
@@ -430,7 +423,7 @@ class LocalDriver:
             container.remove(force=True)
 
     def _stop_without_removing(self, container: Container) -> None:
-        timeout = int(container.attrs.get("Config", {}).get("StopTimeout") or 10)
+        timeout = stop_timeout_s(self.target.server.scoring_timeout_ms)
         with contextlib.suppress(docker.errors.NotFound):
             container.stop(timeout=timeout)
 
@@ -446,7 +439,10 @@ def service_port(container: Container) -> int:
     """The port a container serves (or would serve, as a candidate) its clients on."""
     if container.labels.get(LABEL_PORT, "").isdigit():
         return int(container.labels[LABEL_PORT])
-    for entry in container.attrs.get("Config", {}).get("Env") or []:  # an older deployer's
+    # An older deployer's container: its environment says, which a listed summary lacks.
+    if "Env" not in container.attrs.get("Config", {}):
+        container.reload()
+    for entry in container.attrs.get("Config", {}).get("Env") or []:
         name, _, value = str(entry).partition("=")
         if name == "DEPLOYER_SERVER_PORT" and value.isdigit():
             return int(value)

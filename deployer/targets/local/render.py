@@ -41,7 +41,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             labels=labels(ctx),
             nano_cpus=nano_cpus(target.cpu_cores),
             memory_bytes=memory_bytes(target.memory_gb),
-            stop_timeout_s=_stop_timeout_s(ctx),
+            stop_timeout_s=stop_timeout_s(ctx.config.server.scoring_timeout_ms),
         )
     }
 
@@ -81,11 +81,11 @@ def _environment(target: Config) -> list[str]:
     return [f"{name}={value}" for name, value in sorted(values.items())]
 
 
-def _stop_timeout_s(ctx: RenderContext) -> int:
+def stop_timeout_s(scoring_timeout_ms: int) -> int:
     """How long ``docker stop`` waits after SIGTERM: long enough for the longest request
     allowed (server.scoring_timeout_ms) to finish, so that retiring the old container after
     a switch drops no request. Docker's default, 10 s, is shorter than most timeouts."""
-    return math.ceil(ctx.config.server.scoring_timeout_ms / 1000) + SHUTDOWN_MARGIN_S
+    return math.ceil(scoring_timeout_ms / 1000) + SHUTDOWN_MARGIN_S
 
 
 def _config_of(ctx: RenderContext) -> Config:
