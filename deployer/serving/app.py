@@ -6,19 +6,12 @@ Handlers are plain functions returning ``(status, header lines, body)``: protoco
 them synchronously and writes the answer at once. Constant header lines are bytes
 prepared at import.
 
-Why run() is called inline on the event loop, not in a thread or process pool
-(measured in benchmarks/README.md):
-
-* speed: run() for a small model costs ~13 us; handing it to a thread and back costs
-  about as much again (two thread wake-ups, GIL hand-offs, a future and a loop
-  wake-up), and a process pool adds pickling. Inline, nothing is added.
-* semantics: Azure ML's sync gunicorn worker runs one run() at a time per worker, on
-  the thread that ran init(). Scripts rely on that (module globals, thread-local state
-  of TensorFlow/PyTorch); inline calls keep it. Concurrency comes from ``--workers``
-  processes, as under Azure ML; a model that releases the GIL (onnxruntime) can use
-  its own intra-op threads within the one call.
-* timeouts stay enforceable: deadline.py interrupts an overdue run() from a watchdog.
-The cost: while one run() executes, that worker answers nothing else (like Azure ML).
+Where each request is answered: the probes (``/``, ``/ready``, ``/metrics``) and
+every error decided before run() at once, on the event loop; ``/score`` on the worker's
+scoring thread (scoring.py explains why, and what it costs), in arrival order, one
+run() at a time; ``/swagger.json`` and ``/score`` that arrive during init() wait for it.
+A worker holds at most ``limit_concurrency`` /score requests (running and waiting);
+past that, 503 with Retry-After at once, as uvicorn's ``limit_concurrency`` does.
 """
 
 from __future__ import annotations
@@ -31,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from itertools import count
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from .aml_request import AMLRequest
@@ -40,8 +33,12 @@ from .deadline import Deadline, ScoringTimeout
 from .logs import AccessLog
 from .metrics import Metrics
 from .protocol import Request, Response
+from .scoring import Job, ScoringThread
 from .script import EntryScript, Mode
 from .swagger import SwaggerDocs
+
+if TYPE_CHECKING:
+    from .protocol import HttpProtocol
 
 log = logging.getLogger("deployer.serving")
 
@@ -84,6 +81,7 @@ NOT_FAILED = b"x-ms-run-function-failed: False\r\n"
 FAILED = b"x-ms-run-function-failed: True\r\n"
 NO_RUN = b"x-ms-run-fn-exec-ms: 0.000\r\n"
 ALLOW = b"allow: HEAD, OPTIONS, GET\r\n"
+RETRY = b"retry-after: 1\r\n"
 # Types json.dumps handles, checked first so common results skip the Response probe.
 _PLAIN = frozenset({list, dict, str, int, float, bool, tuple})
 _ID_LIMIT = 100  # Azure ML rejects longer ids with 431
@@ -99,6 +97,7 @@ MSG_RUN_FAILED = "An unexpected error occurred in scoring script. Check the logs
 MSG_INTERNAL = "An unexpected internal error occurred. Check the logs for more info."
 MSG_STARTING = "The server is starting: init() has not finished."
 MSG_FAILED = "The server is not serving: init() failed or it is shutting down."
+MSG_STUCK = "The worker holding this request is being replaced: run() is stuck."
 
 
 class BadInput(Exception):
@@ -115,15 +114,27 @@ def message(text: str) -> bytes:
 
 class App:
     def __init__(
-        self, max_request_bytes: int, metrics: Metrics, access_log: AccessLog, deadline: Deadline
+        self,
+        max_request_bytes: int,
+        limit_concurrency: int,
+        metrics: Metrics,
+        access_log: AccessLog,
+        deadline: Deadline,
     ):
         self.max_bytes = max_request_bytes
+        self.limit = limit_concurrency
         self.metrics = metrics
         self.access_log = access_log
         self.deadline = deadline
         self.ready = False
         self.failed = False
         self._state_changed = asyncio.Event()
+        self.scorer: ScoringThread | None = None
+        self.jobs: list[Job] = []  # /score requests held, oldest first (the running one first)
+        self.current: Job | None = None  # the job in run(), set by the scoring thread
+        self.on_load_change: Callable[[], None] = lambda: None  # became idle or busy
+        self.on_backlog: Callable[[], None] = lambda: None  # a job waits behind another
+        self._waiting_for_init: set[asyncio.Task[None]] = set()
         self.script: EntryScript | None = None
         self.swagger: SwaggerDocs | None = None
         self._mode = Mode.STRING
@@ -133,42 +144,132 @@ class App:
         self._id_prefix = str(uuid.uuid4())[:24].encode()
         self._ids = count()
         self._timeout_body = message(f"Scoring timeout after {deadline.timeout_ms} ms")
+        self._busy_body = message(
+            f"The server is busy: {limit_concurrency} requests are waiting for run() already. "
+            "Retry later."
+        )
 
-    # Lifecycle (worker.py) ------------------------------------------------------------------
-    def set_ready(self, script: EntryScript, swagger: SwaggerDocs) -> None:
-        self.script, self.swagger = script, swagger
+    # Lifecycle (worker.py; on the loop) ---------------------------------------------------
+    def set_ready(self, script: EntryScript, swagger: SwaggerDocs, scorer: ScoringThread) -> None:
+        self.script, self.swagger, self.scorer = script, swagger, scorer
         self._mode, self._invoke = script.mode, script.invoke
         self.ready = True
         self._state_changed.set()
+        self.on_load_change()
 
     def set_failed(self) -> None:
         self.failed = True
         self._state_changed.set()
+        self.on_load_change()
 
-    # Entry points (protocol.py) ----------------------------------------------------------------
-    def handle(self, req: Request) -> Response | None:
-        """The answer, or None when it has to wait for init() (see handle_when_ready)."""
+    def running_for(self) -> float:
+        """Seconds the current run() has been executing; 0.0 between calls (any thread)."""
+        started = self.deadline.started
+        return _perf() - started if started else 0.0
+
+    @property
+    def idle(self) -> bool:
+        """Ready and nothing to score: a /score request now would start at once."""
+        return self.ready and not self.jobs
+
+    # Entry points (protocol.py; on the loop) ---------------------------------------------------
+    def handle(self, req: Request, conn: HttpProtocol) -> Response | None:
+        """The answer, or None when it comes later, through ``conn.answer``: /score (from
+        the scoring thread), and /swagger.json or /score during init()."""
         ids, too_long = self._id_lines(req)
         if too_long is not None:
             return 431, [JSON, NOT_FAILED, *ids], message(too_long)
-        if req.path == "/score":
+        path = req.path
+        if path in {"/score", "/swagger.json"}:
             if not self.ready:
+                if self.failed:
+                    return self._not_serving(ids)
+                task = asyncio.get_running_loop().create_task(self._when_ready(req, conn))
+                self._waiting_for_init.add(task)
+                task.add_done_callback(self._waiting_for_init.discard)
                 return None
-            return self._score(req, ids)
+            if path == "/score":
+                return self._queue(req, ids, conn)
         return self._other(req, ids)
 
-    async def handle_when_ready(self, req: Request) -> Response:
+    def _queue(self, req: Request, ids: list[bytes], conn: HttpProtocol) -> Response | None:
+        if len(self.jobs) >= self.limit:
+            return 503, [JSON, NOT_FAILED, NO_RUN, RETRY, *ids], self._busy_body
+        assert self.scorer is not None
+        job = Job(req, ids, conn)
+        self.jobs.append(job)
+        if len(self.jobs) == 1:
+            self.on_load_change()
+        elif len(self.jobs) == 2:
+            self.on_backlog()
+        self.scorer.submit(job)
+        return None
+
+    def take_back(self) -> Job | None:
+        """The newest job that has not started and whose connection a peer could take,
+        withdrawn from the scoring thread; None if there is none (on the loop)."""
+        assert self.scorer is not None
+        for job in reversed(self.jobs[1:]):  # the first has started, or is about to
+            if job.conn.movable(job.req) and self.scorer.claim_for_move(job):
+                self.jobs.remove(job)
+                return job
+        return None
+
+    def resubmit(self, job: Job) -> None:
+        """A job taken back that could not be moved after all: queue it again."""
+        fresh = self._queue(job.req, job.ids, job.conn)
+        if fresh is not None:  # over the limit meanwhile
+            job.conn.answer(job.req, fresh)
+
+    async def _when_ready(self, req: Request, conn: HttpProtocol) -> None:
         if not self.ready and not self.failed:
+            # As long as a request may wait for run(), it may wait for init().
             timeout = self.deadline.timeout_s or None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._state_changed.wait(), timeout)
-        if self.ready:
-            response = self.handle(req)
-            if response is not None:
-                return response
-        ids, _ = self._id_lines(req)
+        response = self.handle(req, conn) if self.ready else None
+        if response is None and not self.ready:
+            ids, _ = self._id_lines(req)
+            response = self._not_serving(ids)
+        if response is not None:
+            conn.answer(req, response)
+
+    def _not_serving(self, ids: list[bytes]) -> Response:
         text = MSG_FAILED if self.failed else MSG_STARTING
         return 503, [JSON, NOT_FAILED, NO_RUN, *ids], message(text)
+
+    def finish(self, job: Job, response: Response | None) -> None:
+        """The scoring thread is done with ``job`` (on the loop)."""
+        self.jobs.remove(job)  # the oldest, nearly always: O(1) in practice
+        if not self.jobs:
+            self.on_load_change()
+        if not job.answered:
+            job.answered = True
+            if response is None:  # a bug of ours, logged by the scoring thread
+                response = 500, [JSON, NOT_FAILED, NO_RUN, *job.ids], message(MSG_INTERNAL)
+            job.conn.answer(job.req, response)
+
+    def expire(self, seq: int) -> None:
+        """The watchdog says run() call ``seq`` is past its deadline: answer now (loop)."""
+        job = self.current
+        if job is None or job.seq != seq or job.answered:
+            return
+        job.answered = True
+        log.error(
+            "run() passed the scoring timeout of %d ms: answered 500 (x-request-id %s)",
+            self.deadline.timeout_ms,
+            (job.req.request_id or b"-").decode("latin-1"),
+        )
+        run_ms = b"x-ms-run-fn-exec-ms: %.3f\r\n" % self.deadline.timeout_ms
+        job.conn.answer(job.req, (500, [JSON, FAILED, run_ms, *job.ids], self._timeout_body))
+
+    def abandon(self) -> None:
+        """run() is stuck and this worker is leaving: answer everything waiting (loop)."""
+        for job in self.jobs:
+            if not job.answered:
+                job.answered = True
+                body = message(MSG_STUCK)
+                job.conn.answer(job.req, (503, [JSON, NOT_FAILED, NO_RUN, RETRY, *job.ids], body))
 
     def too_large(self, req: Request) -> Response:
         ids, _ = self._id_lines(req)
@@ -221,8 +322,9 @@ class App:
             lines.append(b"traceid: %s\r\n" % req.trace)
         return lines, too_long
 
-    # /score ----------------------------------------------------------------------------------
-    def _score(self, req: Request, ids: list[bytes]) -> Response:
+    # /score (on the scoring thread) -------------------------------------------------------------
+    def score(self, job: Job) -> Response:
+        req, ids = job.req, job.ids
         method, mode = req.method, self._mode
         if method == "POST" or (mode is Mode.RAW and method in ("GET", "OPTIONS", "HEAD")):
             pass
@@ -247,19 +349,20 @@ class App:
         # Call run() under the deadline (deadline.py explains the protocol).
         deadline = self.deadline
         failed = None
+        self.current = job
+        seq = job.seq = deadline.begin()
+        t = _perf()
         try:
-            deadline.seq = seq = deadline.seq + 1
-            t = deadline.started = _perf()
             try:
                 result = self._invoke(data, req.headers)
             finally:
-                deadline.started = 0.0
-            if deadline.fired == seq:  # the script swallowed ScoringTimeout
+                timed_out = deadline.end(seq)
+            if timed_out:  # the script swallowed ScoringTimeout
                 raise ScoringTimeout
         except ScoringTimeout:
-            deadline.started = 0.0
+            deadline.end(seq)  # again, in case the timeout landed in the finally clause
             failed = self._timeout_body
-            log.error("run() exceeded the scoring timeout", exc_info=True)
+            log.error("run() was interrupted by the scoring timeout", exc_info=True)
         except BaseException:  # whatever run() raises is the script's failure: a 500
             failed = message(MSG_RUN_FAILED)
             log.error("run() raised an exception", exc_info=True)
@@ -337,9 +440,9 @@ class App:
             return 200, [HTML, *ids], b"Healthy"
         if path == "/metrics":
             return 200, [PROMETHEUS, *ids], self.metrics.render()
-        if not self.ready:
-            return 503, [JSON, *ids], message(MSG_FAILED if self.failed else MSG_STARTING)
         if path == "/ready":
+            if not self.ready:
+                return 503, [JSON, *ids], message(MSG_FAILED if self.failed else MSG_STARTING)
             return 200, [TEXT, *ids], b"Ready"
         assert self.swagger is not None
         version = dict(parse_qsl(req.query.decode("latin-1"))).get("version")

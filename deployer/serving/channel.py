@@ -24,7 +24,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .instance import LOOP_TIMEOUT_S, call_on_loop
@@ -102,15 +102,20 @@ class WorkerLink:
 
 
 def broadcast(
-    links: Sequence[WorkerLink], op: str, role: str, fds: Sequence[int] = ()
+    links: Sequence[WorkerLink],
+    op: str,
+    role: str,
+    fds: Sequence[int] = (),
+    excused: Callable[[WorkerLink], bool] = lambda link: False,
 ) -> list[str]:
-    """Send one request to every worker, then collect the answers; the errors, if any."""
+    """Send one request to every worker, then collect the answers; the errors, if any,
+    but for the workers ``excused`` (a worker that died meanwhile, say)."""
     sent = [(link, link.send(op, role, fds)) for link in links]
     deadline = time.monotonic() + REPLY_TIMEOUT_S
     errors = []
     for link, request_id in sent:
         reply = link.reply(request_id, deadline)
-        if reply.get("ok") is not True:
+        if reply.get("ok") is not True and not excused(link):
             errors.append(f"worker pid {link.pid}: {reply.get('error')}")
     return errors
 

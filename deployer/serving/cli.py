@@ -8,9 +8,10 @@ import os
 
 from .config import Settings, parse_settings
 from .control import ControlServer
+from .handoff import server_token
 from .instance import initial_listeners
 from .listeners import adopt
-from .logs import setup_logging
+from .logs import flush_logs, setup_logging
 from .metrics import Metrics, attach
 from .supervisor import WORKER_ENV, run_supervisor
 from .worker import run_worker
@@ -29,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_settings(argv)
     except SystemExit as exc:  # argparse's --help and usage errors
         return exc.code if isinstance(exc.code, int) else 2
-    logs = setup_logging()
+    setup_logging()
     try:
         return _serve(settings)
     finally:
-        logs.stop()  # flushes
+        flush_logs()
 
 
 def _serve(settings: Settings) -> int:
@@ -44,7 +45,10 @@ def _serve(settings: Settings) -> int:
             attach(spec["metrics"], settings.workers), settings.workers, spec["index"]
         )
         listeners = {role: (adopt(fd), accepting) for role, fd, accepting in spec["listeners"]}
-        return run_worker(settings, listeners, metrics, link=adopt(spec["link"]))
+        token = server_token(spec["metrics"])
+        return run_worker(
+            settings, listeners, metrics, link=adopt(spec["link"]), handoff_token=token
+        )
 
     control = None
     try:

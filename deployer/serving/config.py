@@ -25,6 +25,16 @@ DEFAULT_WORKERS = 1
 # Azure ML's default (one hour): a run() that is slow on purpose keeps working after a move.
 DEFAULT_SCORING_TIMEOUT_MS = 3_600_000
 DEFAULT_MAX_REQUEST_BYTES = 104_857_600
+# Overload limits, per worker (uvicorn's limit_concurrency is the model): past them an
+# answer comes at once (503, Retry-After) instead of a queue without end.
+DEFAULT_LIMIT_CONCURRENCY = 100
+DEFAULT_MAX_CONNECTIONS = 1000
+# A request line and its headers must arrive within this long of their first byte
+# (slowloris); a client this slow on a scoring API is broken or hostile.
+DEFAULT_HEADER_TIMEOUT_S = 10
+# What SIGTERM's drain adds on top of the longest run() allowed (writing the answers
+# out). Targets give the container this plus their own margin before SIGKILL.
+DRAIN_MARGIN_S = 2
 # Where the promotion marker lives: inside the container's own filesystem, so it survives
 # a restart of that container and dies with it.
 DEFAULT_STATE_DIR = "/tmp/deployer-serving"
@@ -41,6 +51,9 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "workers": ("WORKER_COUNT",),
     "scoring_timeout_ms": ("SCORING_TIMEOUT_MS",),
     "max_request_bytes": ("DEPLOYER_MAX_REQUEST_BYTES",),
+    "limit_concurrency": ("DEPLOYER_LIMIT_CONCURRENCY",),
+    "max_connections": ("DEPLOYER_MAX_CONNECTIONS",),
+    "header_timeout_s": ("DEPLOYER_HEADER_TIMEOUT_S",),
     "candidate_port": ("DEPLOYER_CANDIDATE_PORT",),
     "instance": ("DEPLOYER_INSTANCE",),
     "state_dir": ("DEPLOYER_STATE_DIR",),
@@ -56,6 +69,9 @@ class Settings:
     workers: int = DEFAULT_WORKERS
     scoring_timeout_ms: int = DEFAULT_SCORING_TIMEOUT_MS
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout_s: int = DEFAULT_HEADER_TIMEOUT_S
     candidate_port: int | None = None
     instance: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
@@ -82,6 +98,12 @@ class Settings:
             str(self.scoring_timeout_ms),
             "--max-request-bytes",
             str(self.max_request_bytes),
+            "--limit-concurrency",
+            str(self.limit_concurrency),
+            "--max-connections",
+            str(self.max_connections),
+            "--header-timeout",
+            str(self.header_timeout_s),
             "--state-dir",
             self.state_dir,
             *optional,
@@ -140,6 +162,29 @@ def build_parser(prog: str = "python -m deployer.serving") -> argparse.ArgumentP
         "[DEPLOYER_MAX_REQUEST_BYTES]",
     )
     add(
+        "--limit-concurrency",
+        type=_positive,
+        metavar="N",
+        help="most /score requests one worker holds (running and waiting); more are "
+        f"answered 503 with Retry-After at once (default {DEFAULT_LIMIT_CONCURRENCY}) "
+        "[DEPLOYER_LIMIT_CONCURRENCY]",
+    )
+    add(
+        "--max-connections",
+        type=_positive,
+        metavar="N",
+        help="most open connections per worker; more are answered 503 and closed "
+        f"(default {DEFAULT_MAX_CONNECTIONS}) [DEPLOYER_MAX_CONNECTIONS]",
+    )
+    add(
+        "--header-timeout",
+        dest="header_timeout_s",
+        type=_positive,
+        metavar="SECONDS",
+        help="a request line and headers must arrive within this long of their first byte, "
+        f"else 408 (default {DEFAULT_HEADER_TIMEOUT_S}) [DEPLOYER_HEADER_TIMEOUT_S]",
+    )
+    add(
         "--candidate-port",
         type=_port,
         metavar="PORT",
@@ -177,6 +222,9 @@ def parse_settings(
         "workers": _positive,
         "scoring_timeout_ms": _non_negative,
         "max_request_bytes": _positive,
+        "limit_concurrency": _positive,
+        "max_connections": _positive,
+        "header_timeout_s": _positive,
         "candidate_port": _port,
         "instance": _instance,
     }
@@ -205,6 +253,14 @@ def parse_settings(
         if args["candidate_port"] == port != 0:
             parser.error("--candidate-port must differ from the service port (--port)")
     return Settings(**{k: v for k, v in args.items() if v is not None})
+
+
+def drain_s(scoring_timeout_ms: int) -> int:
+    """How long SIGTERM waits for answers in progress: the longest run() allowed, plus a
+    margin. With the timeout disabled (0), Azure ML's default of one hour applies. The
+    deploy targets derive their stop grace periods from this same figure."""
+    timeout_ms = scoring_timeout_ms or DEFAULT_SCORING_TIMEOUT_MS
+    return -(-timeout_ms // 1000) + DRAIN_MARGIN_S
 
 
 def _integer(raw: str) -> int:

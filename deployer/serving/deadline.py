@@ -1,24 +1,40 @@
-"""Enforce ``scoring_timeout_ms`` on a run() that executes on the event-loop thread.
+"""Enforce ``scoring_timeout_ms`` on the run() executing on the scoring thread.
 
-run() is called inline on the main thread (see app.py for why), so nothing on the
-loop can interrupt it. A watchdog thread wakes every ``tick`` and, when the current
-run() is past its deadline, sends SIGALRM to the main thread; the handler raises
-:class:`ScoringTimeout` inside run(). That interrupts Python code and blocking calls
-like ``time.sleep`` (as Azure ML's own SIGALRM timer does); native code that never
-returns to Python can't be interrupted by any in-process means.
+run() runs on the worker's scoring thread (scoring.py), while the event loop runs on
+another. A watchdog thread wakes every ``tick``; when the current run() is past its
+deadline it does three things:
 
-Azure ML arms ``setitimer`` and swaps the SIGALRM handler around every call (four
-system calls per request). Here the request path only writes two attributes
-(``seq``, ``started``); the watchdog's polling costs one wake-up per tick.
+1. tells the loop, which answers the request at once: 500 ``Scoring timeout after N ms``,
+   as azureml-inference-server-http does. The client gets its answer on time whatever
+   run() does next;
+2. raises :class:`ScoringTimeout` inside run() with ``PyThreadState_SetAsyncExc``. No
+   signal handler is replaced, so a script's own SIGALRM handler keeps working. The
+   exception lands at the next bytecode; to cut short a blocking call (``time.sleep``,
+   a socket read), a real-time signal with a do-nothing handler interrupts it, if the
+   script has not claimed that signal itself;
+3. if run() still has not returned ``stuck_s`` later, it is in native code that neither
+   can interrupt: the loop is told (worker.py logs it, answers what waits with 503 and
+   exits so that the supervisor, or the container's restart policy, starts a fresh
+   worker; gunicorn, which Azure ML runs on, kills such workers too).
+
+The request path takes one uncontended lock twice per run(): the watchdog fires under
+it, and a run() that ends under it can clear an exception raised too late to land in it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
+
+log = logging.getLogger("deployer.serving")
+# Interrupts a blocking call in run(); real-time signals are rarely claimed by libraries.
+WAKE_SIGNAL = signal.SIGRTMIN + 1 if hasattr(signal, "SIGRTMIN") else None
+STUCK_S = 10.0  # after the timeout: past this, run() is stuck in native code
 
 
 class ScoringTimeout(BaseException):
@@ -26,14 +42,28 @@ class ScoringTimeout(BaseException):
     doesn't swallow it."""
 
 
+def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Schedule ``exc`` in the thread (None cancels one scheduled and not yet raised)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+def _wake(signum: int, frame: FrameType | None) -> None:
+    """Does nothing: running it lets the pending ScoringTimeout land."""
+
+
 class Deadline:
-    def __init__(self, timeout_ms: int):
+    def __init__(self, timeout_ms: int, stuck_s: float = STUCK_S):
         self.timeout_ms = timeout_ms
         self.timeout_s = timeout_ms / 1000
+        self.stuck_s = stuck_s
         self.seq = 0  # id of the current (or last) run() call
         self.started = 0.0  # perf_counter() at its start; 0.0 when no run() is executing
         self.fired = -1  # seq of the last call the watchdog interrupted
-        self._main = threading.main_thread().ident
+        self._lock = threading.Lock()
+        self._thread = 0  # the scoring thread
+        self._wake_signal: int | None = None
         self._stop = threading.Event()
         # Checking 20 times per timeout keeps the overshoot within 5%, 10 ms to 1 s.
         self._tick = min(max(self.timeout_s / 20, 0.01), 1.0)
@@ -42,35 +72,68 @@ class Deadline:
     def enabled(self) -> bool:
         return self.timeout_s > 0
 
-    def start(self) -> None:
-        """Install the handler (main thread only) and start the watchdog."""
+    def start(
+        self, on_timeout: Callable[[int], None], on_stuck: Callable[[int, float], None]
+    ) -> None:
+        """Watch run() calls made on this (the scoring) thread. ``on_timeout(seq)`` and
+        ``on_stuck(seq, seconds)`` are called from the watchdog thread."""
         if not self.enabled:
             return
-        if not hasattr(signal, "pthread_kill"):  # Windows: no SIGALRM to interrupt with
-            logging.getLogger("deployer.serving").warning(
-                "scoring timeouts are not enforced on this platform"
-            )
-            self.timeout_s = 0.0
-            return
-        signal.signal(signal.SIGALRM, self._on_alarm)
-        threading.Thread(target=self._watch, name="scoring-timeout", daemon=True).start()
+        self._thread = threading.get_ident()
+        if WAKE_SIGNAL is not None and threading.current_thread() is threading.main_thread():
+            if signal.getsignal(WAKE_SIGNAL) in (signal.SIG_DFL, None):
+                signal.signal(WAKE_SIGNAL, _wake)
+                self._wake_signal = WAKE_SIGNAL
+            else:
+                log.warning(
+                    "the entry script handles signal %d: a blocking call in run() is not cut "
+                    "short at the scoring timeout (Python code still is)",
+                    WAKE_SIGNAL,
+                )
+        watchdog = threading.Thread(
+            target=self._watch, args=(on_timeout, on_stuck), name="scoring-timeout", daemon=True
+        )
+        watchdog.start()
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _watch(self) -> None:
-        perf_counter, timeout_s, main = time.perf_counter, self.timeout_s, self._main
-        while not self._stop.wait(self._tick):
-            # Read seq before started: the request path writes them in the other order,
-            # so a stale pair can only look younger than it is, never older.
-            seq = self.seq
-            started = self.started
-            if started and seq != self.fired and perf_counter() - started > timeout_s:
-                self.fired = seq
-                if main is not None:
-                    signal.pthread_kill(main, signal.SIGALRM)
+    # The scoring thread, around each run() --------------------------------------------------
+    def begin(self) -> int:
+        with self._lock:
+            self.seq = seq = self.seq + 1
+            self.started = time.perf_counter()
+        return seq
 
-    def _on_alarm(self, signum: int, frame: FrameType | None) -> None:
-        # Raise only inside the run() the watchdog meant: the signal may be handled late.
-        if self.started and self.fired == self.seq:
-            raise ScoringTimeout
+    def end(self, seq: int) -> bool:
+        """run() has returned (or raised): True if it had timed out. Cancels a
+        ScoringTimeout scheduled too late to land inside it."""
+        with self._lock:
+            self.started = 0.0
+            if self.fired != seq:
+                return False
+            if self._thread:
+                _raise_in(self._thread, None)
+            return True
+
+    # The watchdog --------------------------------------------------------------------------
+    def _watch(
+        self, on_timeout: Callable[[int], None], on_stuck: Callable[[int, float], None]
+    ) -> None:
+        perf_counter, timeout_s = time.perf_counter, self.timeout_s
+        reported_stuck = -1
+        while not self._stop.wait(self._tick):
+            with self._lock:
+                seq, started = self.seq, self.started
+                if not started:
+                    continue
+                overdue = perf_counter() - started - timeout_s
+                if overdue > 0 and self.fired != seq:
+                    self.fired = seq
+                    _raise_in(self._thread, ScoringTimeout)
+                    if self._wake_signal is not None:
+                        signal.pthread_kill(self._thread, self._wake_signal)
+                    on_timeout(seq)
+                elif overdue > self.stuck_s and reported_stuck != seq:
+                    reported_stuck = seq
+                    on_stuck(seq, overdue + timeout_s)

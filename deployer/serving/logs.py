@@ -127,6 +127,16 @@ class _DeferredQueueHandler(logging.handlers.QueueHandler):
         return record
 
 
+_listeners: list[logging.handlers.QueueListener] = []
+
+
+def flush_logs() -> None:
+    """Write out every record logged so far (before ``os._exit``)."""
+    for listener in _listeners:
+        listener.stop()
+    _listeners.clear()
+
+
 def setup_logging(level: int = logging.INFO) -> logging.handlers.QueueListener:
     """Route our and asyncio's log records through a thread that formats and writes
     them to stderr. Stop the returned listener before exiting, to flush."""
@@ -135,6 +145,7 @@ def setup_logging(level: int = logging.INFO) -> logging.handlers.QueueListener:
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, stream)
     listener.start()
+    _listeners.append(listener)
     for name in ("deployer.serving", "asyncio"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [_DeferredQueueHandler(records)]

@@ -4,15 +4,42 @@ Why not uvicorn: profiling showed uvicorn's ASGI machinery - a task, an
 ``asyncio.Event`` and two dict messages per request, regex checks on every response
 header, two socket writes per response, a keep-alive timer per request - costing more
 per request than our whole scoring path, and capping a bare uvicorn handler below the
-throughput goal (benchmarks/README.md). Here a complete request is handled
-synchronously inside ``data_received`` and answered with one ``transport.write``.
+throughput goal (benchmarks/README.md). Here a complete request is dispatched inside
+``data_received``; the answer is written with one ``transport.write``, at once (probes,
+errors) or when the scoring thread has it (scoring.py).
 
-What it does: keep-alive and pipelining (answers in order), chunked request bodies,
-``Expect: 100-continue``, HEAD, request size limits (413 before reading the body, then
-a lingering close so the client sees the answer), a header size limit (431), idle and
-slow-request timeouts, back-pressure on slow readers, listeners that can be paused and
-resumed, graceful shutdown. What it doesn't: TLS, HTTP/2 and upgrades (a scoring
-container sits behind an ingress for those).
+What it does: keep-alive and pipelining, chunked request bodies, ``Expect:
+100-continue`` (HTTP/1.1 clients only), HEAD, request size limits (413 before reading
+the body, then a lingering close so the client sees the answer), back-pressure on slow
+readers, listeners that can be paused and resumed, graceful shutdown. What it doesn't:
+TLS, HTTP/2 and upgrades (a scoring container sits behind an ingress for those).
+
+Answers always go out in request order. Each connection keeps the requests it has begun
+and not yet answered in ``pending``, oldest first; only the oldest is ever answered,
+so an early answer (413, 400, 431, 408) or a ``100 Continue`` for a pipelined request
+waits its turn too. While the oldest waits for the app, one more request is read
+ahead, then reading stops: what the client sends meanwhile stays in the kernel's buffer
+(bounded by TCP), not in ours.
+
+Limits against hostile or broken clients:
+* the request line and headers: at most MAX_HEADER_BYTES, counted as they arrive
+  (431), and complete within ``header_timeout_s`` of their first byte (408: a client
+  sending one byte every few seconds no longer holds a connection for ever);
+* a body whose bytes stop arriving for READ_TIMEOUT_S: dropped;
+* connections: at most ``max_connections`` per worker; one more is answered 503 and
+  closed at once, so the probes and other clients still get through.
+
+Sharing the work between workers (several processes accept from one socket):
+* a worker whose scoring thread is busy, or that holds more connections than a peer,
+  leaves new connections to that peer (a board in shared memory says who is idle and
+  who holds how many, metrics.py), and takes them itself only if they are still
+  waiting a moment later; a burst of new connections is taken one at a time, so it is
+  shared out evenly (keep-alive connections stay where they land);
+* a /score request that reaches a busy worker on a connection it already holds (keep-
+  alive) is handed, with the connection, to an idle peer (handoff.py), if the run()
+  ahead of it has been going for HANDOFF_AFTER_S already;
+* requests queued behind a run() are handed on the same way when a peer turns idle
+  before their turn (checked every REBALANCE_S while any wait).
 
 Leaving gracefully matters more than usual here: the listening socket may be shared
 with the next version of the service (listeners.py), which keeps accepting from it while
@@ -36,9 +63,10 @@ import socket
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import unquote
 
 import httptools
@@ -50,12 +78,18 @@ if TYPE_CHECKING:
 
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 KEEPALIVE_S = 5  # idle keep-alive connections are closed after this (uvicorn's default)
-READ_TIMEOUT_S = 60  # a request whose bytes stop arriving for this long is dropped
+READ_TIMEOUT_S = 60  # a request body whose bytes stop arriving for this long is dropped
 LINGER_S = 1.0  # after a 413: keep reading (and dropping) this long so the client sees it
 LINGER_BYTES = 1 << 20  # ... or this much, whichever comes first
 MAX_HEADER_BYTES = 65536
-ACCEPT_BATCH = 128  # connections taken from the queue per wake-up (others get a turn too)
+ACCEPT_BATCH = 16  # connections taken from the queue per wake-up
 ACCEPT_RETRY_S = 1.0  # out of file descriptors or memory: stop accepting this long
+# A busy worker leaves a new connection this long to an idle peer before taking it.
+ACCEPT_DEFER_S = 0.005
+HANDOFF_MAX_BYTES = 65536  # a request this large or larger stays where it arrived
+# While jobs wait behind run(), look this often for a peer that has turned idle.
+REBALANCE_S = 0.005
+HANDOFF_AFTER_S = 0.001  # work moves to a peer only from behind a run() this old
 log = logging.getLogger("deployer.serving")
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SPECIAL = frozenset(
@@ -71,11 +105,25 @@ _SPECIAL = frozenset(
 )
 
 
+def plain_answer(status: int, reason: bytes, extra: bytes = b"") -> bytes:
+    """A complete text answer that closes the connection (errors found by the server)."""
+    return (
+        STATUS_LINES[status]
+        + b"content-type: text/plain; charset=utf-8\r\n"
+        + extra
+        + b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(reason), reason)
+    )
+
+
+_TOO_MANY = plain_answer(503, b"Too many connections", b"retry-after: 1\r\n")
+
+
 class Request:
-    """One parsed request. The headers the server acts on are pulled out while parsing.
+    """One request, from its first byte until it is answered. The headers the server
+    acts on are pulled out while parsing.
 
     Class attributes are the defaults, so creating one per request sets only what the
-    request has (no __init__ assigning thirteen fields).
+    request has (no __init__ assigning twenty fields).
     """
 
     method = "GET"
@@ -91,10 +139,34 @@ class Request:
     keep_alive = True
     peer: str | None = None
     t0 = 0.0
+    # Where it stands:
+    complete = False  # all of it received
+    expect = False  # an HTTP/1.1 client waits for 100 Continue before the body
+    continued = False  # ... and got it
+    dispatched = False  # its answer comes from the app later (HttpProtocol.answer)
+    early: Response | None = None  # answered before the body was read (413), then linger
+    error: tuple[int, bytes] | None = None  # the input broke here: answer this and close
 
 
 # (status, header lines b"name: value\r\n", body)
 Response = tuple[int, list[bytes], bytes]
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_body: int
+    max_connections: int
+    header_timeout_s: int
+
+
+class Sharing(Protocol):
+    """How a worker hands work to its peers (handoff.py); None for a lone worker."""
+
+    def peer_idle(self) -> bool: ...
+
+    def fewest_connections_elsewhere(self) -> float: ...
+
+    def send(self, conn: HttpProtocol, raw: bytes) -> bool: ...
 
 
 class Listener:
@@ -116,10 +188,13 @@ class HttpServer:
     Listener changes run on the loop; other threads go through instance.py.
     """
 
-    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, max_body: int):
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop, limits: Limits):
         self.app = app
         self.loop = loop
-        self.max_body = max_body
+        self.limits = limits
+        self.max_body = limits.max_body
+        self.sharing: Sharing | None = None
+        self._rebalancing = False
         self.connections: set[HttpProtocol] = set()
         self.listeners: dict[str, Listener] = {}
         self.setting_up = 0  # accepted connections whose transport isn't made yet
@@ -158,6 +233,7 @@ class HttpServer:
             raise RuntimeError("the server is shutting down")
         listener.accepting = True
         self._poll(listener)
+        self.app.on_load_change()
 
     def pause(self, role: str) -> None:
         """Stop accepting from the ``role`` listener, keeping the socket; its connections
@@ -168,6 +244,7 @@ class HttpServer:
         for conn in self.connections:
             if conn.listener is listener:
                 conn.leave()
+        self.app.on_load_change()
 
     def drop(self, role: str) -> None:
         """Pause and close this process's copy of the ``role`` listener (and its lease:
@@ -185,6 +262,11 @@ class HttpServer:
         with self._sockets_lock:
             listener = self.listeners.get(role)
             return None if listener is None else os.dup(listener.sock.fileno())
+
+    @property
+    def accepting(self) -> bool:
+        """Taking new connections from some listener: a peer may hand work to us."""
+        return not self.closing and any(li.accepting for li in self.listeners.values())
 
     def _listener(self, role: str) -> Listener:
         try:
@@ -207,7 +289,21 @@ class HttpServer:
             listener.polled = False
 
     def _accept(self, listener: Listener) -> None:
-        for _ in range(ACCEPT_BATCH):
+        batch = ACCEPT_BATCH
+        sharing = self.sharing
+        if sharing is not None:
+            held = len(self.connections) + self.setting_up
+            if (
+                not self.app.idle and sharing.peer_idle()
+            ) or held > sharing.fewest_connections_elsewhere():
+                # Busy, or holding more connections than a peer (keep-alive connections
+                # stay where they land): leave the connection to the peer, also woken by
+                # it. Look again shortly, and take it then if it is still waiting.
+                self._unpoll(listener)
+                self.loop.call_later(ACCEPT_DEFER_S, self._poll, listener)
+                return
+            batch = 1  # then look again: a burst of connections is shared out evenly
+        for _ in range(batch):
             try:
                 conn, _ = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
@@ -220,16 +316,89 @@ class HttpServer:
                 self._unpoll(listener)
                 self.loop.call_later(ACCEPT_RETRY_S, self._poll, listener)
                 return
+            if len(self.connections) + self.setting_up >= self.limits.max_connections:
+                self._refuse(conn)
+                continue
             self.setting_up += 1
             self.loop.create_task(self._set_up(conn, listener))
 
-    async def _set_up(self, conn: socket.socket, listener: Listener) -> None:
+    def _refuse(self, conn: socket.socket) -> None:
+        """Too many connections: say so and close, without reading (the request, if any,
+        is not ours to take)."""
+        conn.setblocking(False)
         try:
-            await self.loop.connect_accepted_socket(lambda: HttpProtocol(self, listener), conn)
+            conn.send(_TOO_MANY)
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            conn.close()
+            return
+        self.app.metrics.observe("other", 503, 0.0)
+        # Closing with the request unread resets the connection: give the client a moment
+        # to read the answer first.
+        self.loop.call_later(LINGER_S, conn.close)
+
+    def adopt(self, conn: socket.socket, role: str, raw: bytes) -> None:
+        """Serve a connection handed over by a peer worker, ``raw`` being what that peer
+        read from it (one or more requests, from a request's first byte)."""
+        conn.setblocking(False)
+        self.setting_up += 1
+        self.loop.create_task(self._set_up(conn, self.listeners.get(role), raw))
+
+    async def _set_up(
+        self, conn: socket.socket, listener: Listener | None, handed: bytes | None = None
+    ) -> None:
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: HttpProtocol(self, listener, handed), conn
+            )
         except Exception:  # the client reset it already, or no memory: nothing to answer
             conn.close()
         finally:
             self.setting_up -= 1
+
+    def hand_off(self, conn: HttpProtocol) -> bool:
+        """Hand ``conn`` and its unanswered input to an idle peer, if this worker is busy
+        and one is idle: True if it is gone."""
+        sharing = self.sharing
+        if sharing is None or conn.raw is None or not self._worth_moving():
+            return False
+        transport = conn.transport
+        if transport is None or transport.get_write_buffer_size():
+            return False  # an earlier answer is still being written
+        return sharing.send(conn, b"".join(conn.raw))
+
+    def _worth_moving(self) -> bool:
+        """Work waits behind a run() that is taking a while, and a peer is idle. A run()
+        that has just begun is likely short (most are well under a millisecond): moving a
+        connection costs more than waiting for it."""
+        sharing = self.sharing
+        return (
+            sharing is not None
+            and self.app.running_for() >= HANDOFF_AFTER_S
+            and sharing.peer_idle()
+        )
+
+    def rebalance_soon(self) -> None:
+        """Jobs wait behind run(): move some to peers that turn idle meanwhile."""
+        if self.sharing is not None and not self._rebalancing:
+            self._rebalancing = True
+            self.loop.call_later(REBALANCE_S, self._rebalance)
+
+    def _rebalance(self) -> None:
+        self._rebalancing = False
+        app, sharing = self.app, self.sharing
+        assert sharing is not None
+        while len(app.jobs) > 1 and self._worth_moving():
+            job = app.take_back()
+            if job is None:
+                break
+            raw = job.conn.raw
+            assert raw is not None
+            if not sharing.send(job.conn, b"".join(raw)):
+                app.resubmit(job)
+                break
+        if len(app.jobs) > 1 and not self.closing:
+            self.rebalance_soon()
 
     def _tick(self) -> None:
         now = time.time()
@@ -246,6 +415,7 @@ class HttpServer:
     async def serve_until_stopped(self, drain_s: float) -> None:
         await self._stop.wait()
         self.closing = True
+        self.app.on_load_change()
         # Stop accepting and close our copies: connections still queued are refused only
         # if no other process holds the socket (the next version may).
         for role in list(self.listeners):
@@ -262,28 +432,36 @@ class HttpServer:
 
 
 class HttpProtocol(asyncio.Protocol):
-    def __init__(self, server: HttpServer, listener: Listener):
+    def __init__(self, server: HttpServer, listener: Listener | None, handed: bytes | None = None):
         self.server = server
-        self.listener = listener
+        self.listener = listener  # None: handed over by a peer, for a role we don't hold
         self.closing = False  # answer with connection: close from now on
         self.app = server.app
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
-        self.busy = False  # a request is being received or answered
-        self.open = 0  # requests begun and not yet answered (pipelining: more than one)
+        self.pending: deque[Request] = deque()  # begun and not yet answered, oldest first
         self.last_data = server.clock
+        self.head_since: int | None = None  # clock at the first byte of a request's head
+        self.head_bytes = 0  # its request line and headers, counted by the parser
+        self.head_raw = 0  # bytes received while inside a head (the unparsed part too)
         self.req = Request()
         self.url = b""
         self.chunks: list[bytes] = []
         self.size = 0
-        self.in_head = True  # between requests, or inside a request line/headers
-        self.head_bytes = 0
         self.length: bytes | None = None
         self.expect = False
-        self.rejected = False  # answered early (413/431): the rest of the input is dropped
+        self.rejected = False  # the input broke or was refused: the rest is not parsed
+        self.lingering = False  # the last answer is written; dropping input, then closing
         self.dropped = 0
-        self.waiting: deque[Request] | None = None  # requests behind an async answer
+        self.reading = True
+        self.write_paused = False
+        # What was received since the connection was last quiet (nothing pending), while
+        # nothing has been written: a peer can take the connection over from there.
+        self.raw: list[bytes] | None = None
+        self.raw_size = 0
+        self.handed = handed
+        self.eof = False  # the client will send nothing more
         self.inflight = server.app.metrics.inflight
         self.values = server.app.metrics.values
 
@@ -294,51 +472,107 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self.server.connections.add(self)
+        self.app.on_load_change()
         # Accepted just before a pause or a stop: move this client on too.
-        self.closing = self.server.closing or not self.listener.accepting
+        listener = self.listener
+        self.closing = self.server.closing or listener is None or not listener.accepting
+        if self.handed is not None:  # reading starts after this returns: parse this first
+            handed, self.handed = self.handed, None
+            self._feed(handed)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
-        self.values[self.inflight] -= self.open  # requests that will never be answered
-        self.open = 0
-        self.busy = False
+        self.app.on_load_change()
+        self.values[self.inflight] -= len(self.pending)  # requests never to be answered
+        self.pending.clear()
 
     def pause_writing(self) -> None:  # the client isn't reading: stop reading from it too
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self.write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and self.waiting is None:
-            self.transport.resume_reading()
+        self.write_paused = False
+        self._update_reading()
 
     def data_received(self, data: bytes) -> None:
+        if not self.pending:
+            # Quiet until now: this may be handed to a peer along with the connection.
+            self.raw = [data] if len(data) < HANDOFF_MAX_BYTES else None
+            self.raw_size = len(data)
+        elif self.raw is not None:
+            self.raw_size += len(data)
+            if self.raw_size < HANDOFF_MAX_BYTES:
+                self.raw.append(data)
+            else:
+                self.raw = None
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
         self.last_data = self.server.clock
         if self.rejected:
-            self.dropped += len(data)
-            if self.dropped > LINGER_BYTES:
-                self.abort()
-            return
-        if self.in_head:
-            self.head_bytes += len(data)
+            if self.lingering:
+                self.dropped += len(data)
+                if self.dropped > LINGER_BYTES:
+                    self.abort()
+            return  # else an error waits for its turn; reading has stopped
+        in_head = self.head_since is not None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             pass  # an Upgrade we don't support: the request was answered as plain HTTP
         except httptools.HttpParserError:
-            self._reject(400, b"Bad Request", linger=False)
+            if self.head_bytes > MAX_HEADER_BYTES:  # raised on purpose by a callback
+                self._fail(431, b"Request Header Fields Too Large")
+            else:
+                self._fail(400, b"Bad Request")
             return
-        # Still inside a request line + headers this long: refuse (llhttp has no limit).
-        if self.in_head and self.head_bytes > MAX_HEADER_BYTES:
-            self._reject(431, b"Request Header Fields Too Large", linger=False)
+        # A head whose bytes keep coming without a complete header line, which the parser
+        # buffers without a limit: count what arrived while inside it.
+        if in_head and self.head_since is not None:
+            self.head_raw += len(data)
+            if self.head_raw > MAX_HEADER_BYTES:
+                self._fail(431, b"Request Header Fields Too Large")
 
     def check_timeouts(self, clock: int) -> None:
-        if self.waiting is not None:
-            return  # waiting on init(): the app bounds that
+        if self.lingering or not self.reading or (self.pending and self.pending[0].dispatched):
+            return  # closing anyway, or waiting for the app (which bounds that) or the client
+        if self.head_since is not None and clock - self.head_since >= (
+            self.server.limits.header_timeout_s
+        ):
+            self._fail(408, b"Request Timeout")
+            return
         idle = clock - self.last_data
-        if self.busy and idle >= READ_TIMEOUT_S:
+        if self.pending and idle >= READ_TIMEOUT_S:
             self.abort()
-        elif not self.busy and idle >= KEEPALIVE_S:
+        elif not self.pending and idle >= KEEPALIVE_S:
             self.close()
+
+    def movable(self, req: Request) -> bool:
+        """Could ``req`` go to a peer with this connection: it is the only request, and
+        nothing has been written since its first byte arrived."""
+        transport = self.transport
+        return (
+            self.raw is not None
+            and len(self.pending) == 1
+            and self.pending[0] is req
+            and not self.eof
+            and transport is not None
+            and not transport.is_closing()
+            and not transport.get_write_buffer_size()
+        )
+
+    def eof_received(self) -> bool | None:
+        """The client has half-closed: no more requests, but it reads the answers to
+        those it has sent (a request cut short is not answered)."""
+        self.eof = True
+        self.raw = None
+        pending = self.pending
+        while pending and not (pending[-1].complete or pending[-1].early or pending[-1].error):
+            pending.pop()
+            self.values[self.inflight] -= 1
+        if not self.pending:
+            return None  # close now
+        return True  # keep writing; closed after the last answer (_send)
 
     def leave(self) -> None:
         """Close after the next response. Not now, even if idle: the client may be sending
@@ -357,13 +591,16 @@ class HttpProtocol(asyncio.Protocol):
 
     # Parser callbacks -----------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self.busy = True
-        self.open += 1
-        self.values[self.inflight] += 1
+        if self.rejected:
+            return
         self.req = req = Request()
         req.t0 = time.perf_counter()
         req.peer = self.peer
         req.headers = []
+        self.pending.append(req)
+        self.values[self.inflight] += 1
+        self.head_since = self.server.clock
+        self.head_bytes = self.head_raw = 0
         self.url = b""
         self.chunks = []
         self.size = 0
@@ -372,8 +609,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self._count_head(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)
         name = name.lower()
         req = self.req
         req.headers.append((name, value))
@@ -393,50 +632,121 @@ class HttpProtocol(asyncio.Protocol):
             elif name == b"expect":
                 self.expect = value.lower() == b"100-continue"
 
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEADER_BYTES:
+            raise ValueError("request head too large")  # stops the parser: see _feed
+
     def on_headers_complete(self) -> None:
-        self.in_head = False
+        if self.rejected:
+            return
+        self.head_since = None
         req = self.req
-        req.method = self.parser.get_method().decode("ascii")
+        parser = self.parser
+        req.method = parser.get_method().decode("ascii")
         url = httptools.parse_url(self.url)
         path = url.path.decode("latin-1")
         req.path = unquote(path) if "%" in path else path
         req.query = url.query or b""
         # llhttp has validated Content-Length (digits, no duplicates).
         if self.length is not None and int(self.length) > self.server.max_body:
-            self._answer_early(self.app.too_large(req))
-        elif self.expect and self.transport is not None:  # the client waits for our go
-            self.transport.write(_CONTINUE)
+            req.early = self.app.too_large(req)
+            self.rejected = True
+            self._advance()
+        elif self.expect and parser.get_http_version() == "1.1":
+            # RFC 9110 10.1.1: ignore the expectation of an HTTP/1.0 client.
+            req.expect = True
+            self._advance()
 
     def on_body(self, body: bytes) -> None:
         if self.rejected:
             return
         self.size += len(body)
         if self.size > self.server.max_body:  # chunked, or more than Content-Length said
-            self._answer_early(self.app.too_large(self.req))
+            self.req.early = self.app.too_large(self.req)
+            self.rejected = True
+            self._advance()
             return
         self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        self.in_head, self.head_bytes = True, 0
         if self.rejected:
             return
         req = self.req
         chunks = self.chunks
         req.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         req.keep_alive = self.parser.should_keep_alive()
-        if self.waiting is not None:  # pipelined behind a request still being answered
-            self.waiting.append(req)
-            return
-        response = self.app.handle(req)
-        if response is None:
-            self._answer_later(req)
-        else:
-            self._send(req, response)
+        req.complete = True
+        self._advance()
 
     # Answering --------------------------------------------------------------------------------
+    def _advance(self) -> None:
+        """Answer what can be answered, oldest first, until something must wait."""
+        pending = self.pending
+        while pending:
+            transport = self.transport
+            if transport is None or transport.is_closing():
+                return
+            req = pending[0]
+            if req.dispatched:
+                break  # its answer comes later
+            if req.error is not None:
+                self._write_error(req, *req.error)
+                return
+            if req.early is not None:
+                self._send(req, req.early, linger=True)
+                return
+            if not req.complete:
+                if req.expect and not req.continued:  # the client waits for our go
+                    req.continued = True
+                    self.raw = None
+                    transport.write(_CONTINUE)
+                break
+            if self.raw is not None and req.path == "/score" and self.server.hand_off(self):
+                return  # a peer answers it now
+            req.dispatched = True
+            response = self.app.handle(req, self)
+            if response is not None:
+                req.dispatched = False
+                self._send(req, response)
+        self._update_reading()
+
+    def answer(self, req: Request, response: Response) -> None:
+        """The app's answer to a request it took (on the loop)."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or not self.pending:
+            return  # the client has gone
+        assert self.pending[0] is req, "answers go out in request order"
+        req.dispatched = False
+        self._send(req, response)
+        self._advance()
+
+    def _update_reading(self) -> None:
+        """Read unless a request waits for its turn behind one the app is answering (one
+        is read ahead: a client that doesn't pipeline costs no system call), an error
+        waits for its turn, or the client doesn't read our answers."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pending = self.pending
+        queued = len(pending) > 1 and pending[0].dispatched
+        want = self.lingering or not (queued or self.rejected or self.write_paused)
+        if want == self.reading:
+            return
+        self.reading = want
+        if want:
+            transport.resume_reading()
+            # Time spent not reading is ours, not the client's.
+            self.last_data = self.server.clock
+            if self.head_since is not None:
+                self.head_since = self.server.clock
+        else:
+            transport.pause_reading()
+
     def _send(self, req: Request, response: Response, linger: bool = False) -> None:
         status, lines, body = response
-        keep = req.keep_alive and not self.closing and not linger
+        last = self.eof and len(self.pending) == 1  # the client sends no more: close after
+        keep = req.keep_alive and not self.closing and not linger and not last
         transport = self.transport
         assert transport is not None
         status_line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
@@ -453,65 +763,51 @@ class HttpProtocol(asyncio.Protocol):
                 )
             )
         )
-        self.open -= 1
+        self.pending.popleft()
+        self.raw = None
         self.values[self.inflight] -= 1
-        self.busy = self.open > 0
         self.app.done(req, status, len(body))
         if linger:
             self._linger()
         elif not keep:
             transport.close()
 
-    def _answer_later(self, req: Request) -> None:
-        """The app needs to wait (init() still running): answer from a task, and hold
-        any pipelined requests (and reading) until then."""
-        assert self.transport is not None
-        self.waiting = deque()
-        self.transport.pause_reading()
-        self.server.loop.create_task(self._answer_async(req))
-
-    async def _answer_async(self, req: Request) -> None:
-        waiting, transport = self.waiting, self.transport
-        assert waiting is not None
-        assert transport is not None
-        current: Request | None = req
-        while current is not None:
-            response = await self.app.handle_when_ready(current)
-            if transport.is_closing():
-                return
-            self._send(current, response)
-            current = waiting.popleft() if waiting else None
-        self.waiting = None
-        if not transport.is_closing():
-            transport.resume_reading()
-
-    def _answer_early(self, response: Response) -> None:
-        """Answer before the body is read (413), then drop the rest of the input."""
-        self._send(self.req, response, linger=True)
-
-    def _reject(self, status: int, reason: bytes, linger: bool) -> None:
-        if self.transport is None or self.rejected:
+    def _fail(self, status: int, reason: bytes) -> None:
+        """The input broke (400), is too large (431) or too slow (408): answer that in
+        turn, and close."""
+        if self.rejected:
             return
-        self.transport.write(
-            STATUS_LINES[status]
-            + b"content-type: text/plain; charset=utf-8\r\n"
-            + b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(reason), reason)
-        )
+        self.rejected = True
+        self.head_since = None
+        pending = self.pending
+        if pending and not pending[-1].complete and not pending[-1].dispatched:
+            req = pending[-1]
+        else:  # broke between requests
+            req = Request()
+            req.headers = []
+            pending.append(req)
+            self.values[self.inflight] += 1
+        req.error = (status, reason)
+        self._advance()
+
+    def _write_error(self, req: Request, status: int, reason: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.write(plain_answer(status, reason))
+        self.pending.popleft()
+        self.values[self.inflight] -= 1
         self.app.metrics.observe("other", status, 0.0)
-        if linger:
-            self._linger()
-        else:
-            self.rejected = True
-            self.close()
+        self.close()
 
     def _linger(self) -> None:
         # Closing with unread input makes the kernel send a reset, which can destroy the
         # answer before the client reads it; so half-close and drain for a moment.
-        self.rejected = True
+        self.rejected = self.lingering = True
         transport = self.transport
         assert transport is not None
         if transport.can_write_eof():
             transport.write_eof()
+            self._update_reading()
             self.server.loop.call_later(LINGER_S, self.close)
         else:
             transport.close()

@@ -7,12 +7,15 @@ and the headers clients read must match.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import Reply, ServeFactory, Server
+from .conftest import Reply, ServeFactory, Server, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -160,3 +163,37 @@ def test_init_failure_both_exit_non_zero(serve: ServeFactory, azureml_serve: Ser
     assert theirs.wait_exit(timeout=60) != 0
     assert "init_fails sentinel" in ours.stderr()
     assert "init_fails sentinel" in theirs.stdout() + theirs.stderr()
+
+
+def test_scoring_timeout_is_the_same_500_on_both(
+    serve_module: ServeFactory, azureml_serve: ServeFactory
+) -> None:
+    """Azure ML answers a run() past SCORING_TIMEOUT_MS with 500 and this message (not 504):
+    a client that checks either keeps working."""
+    ours, theirs = serve_module("echo.py", env=ENV), azureml_serve("echo.py", env=ENV)
+    for server in (ours, theirs):
+        reply = server.post({"kind": "sleep", "seconds": 3})
+        assert reply.status == 500
+        assert reply.json() == {"message": "Scoring timeout after 1000 ms"}
+        assert reply.header("x-ms-run-function-failed") == "True"
+
+
+def test_swagger_is_served_once_the_liveness_probe_answers(
+    serve: ServeFactory, azureml_serve: ServeFactory, tmp_path: Path
+) -> None:
+    """For Azure ML, GET / = 200 means the server is up, and tools read /swagger.json next.
+    Ours answers GET / during init() already (liveness), so /swagger.json waits for init()
+    as /score does, instead of answering 503."""
+    gate = tmp_path / "open"
+    env = {"SLOW_INIT_GATE": str(gate)}
+    ours = serve("slow_init.py", env=env, wait=False)
+    theirs = azureml_serve("slow_init.py", env=env, wait=False)
+    for server in (ours, theirs):
+        wait_until_up(server, "/")
+    with concurrent.futures.ThreadPoolExecutor() as pool:
+        pending = [pool.submit(s.request, "GET", "/swagger.json") for s in (ours, theirs)]
+        time.sleep(0.5)  # the requests are waiting on init() (ours) or in the backlog
+        gate.touch()
+        replies = [future.result(timeout=60) for future in pending]
+    assert [reply.status for reply in replies] == [200, 200]
+    assert replies[0].json()["swagger"] == replies[1].json()["swagger"]
