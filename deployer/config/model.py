@@ -167,7 +167,18 @@ class Server(Section):
         default=104_857_600, ge=1024, le=2**31, description="Larger request bodies get 413."
     )
     scoring_timeout_ms: int = Field(
-        default=60_000, ge=1, le=3_600_000, description="A run() taking longer gets 504."
+        default=60_000,
+        ge=1,
+        le=3_600_000,
+        description="A run() taking longer is answered 500 'Scoring timeout after N ms' (as "
+        "in Azure ML); stopping waits this long for requests in progress.",
+    )
+    limit_concurrency: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Most /score requests one worker holds (running and waiting); more "
+        "are answered 503 with Retry-After at once instead of queueing.",
     )
 
 

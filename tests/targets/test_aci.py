@@ -122,13 +122,16 @@ def test_probes_ask_the_servers_health_endpoints_on_its_port(
     assert _env(group)["DEPLOYER_SERVER_PORT"].value == "8000"
 
 
-def test_liveness_tolerates_a_whole_scoring_timeout(example_copy: Callable[..., Path]) -> None:
+def test_liveness_does_not_depend_on_the_scoring_timeout(
+    example_copy: Callable[..., Path],
+) -> None:
+    """The server answers GET / while run() is busy, so a long scoring timeout needs no
+    longer liveness budget."""
     config = example_copy(("scoring_timeout_ms: 60000", "scoring_timeout_ms: 300000"))
     probe = _container(_group(_body(config))).liveness_probe
     assert probe is not None
-    # 300 s of failed checks, every 10 s, and one more.
     assert probe.period_seconds == 10
-    assert probe.failure_threshold == 31
+    assert probe.failure_threshold == 3
 
 
 def test_dns_name_label_names_the_public_address(example: dict[str, Any]) -> None:

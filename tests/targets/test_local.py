@@ -61,7 +61,7 @@ def test_spec_is_what_docker_py_would_send_for_the_same_settings(example: dict[s
         environment={"DEPLOYER_SERVER_HOST": "127.0.0.1", "DEPLOYER_SERVER_PORT": "8080"},
         labels=example["Labels"],
         host_config=host_config,
-        stop_timeout=65,
+        stop_timeout=67,
     )
     assert set(example) <= set(expected)
     for key, value in example.items():
@@ -113,8 +113,8 @@ def test_settings_reach_env_cpus_and_memory(example_copy: Callable[..., Path]) -
 
 def test_stop_timeout_lets_the_longest_request_finish(example_copy: Callable[..., Path]) -> None:
     config = example_copy(("scoring_timeout_ms: 60000", "scoring_timeout_ms: 120500"))
-    # ceil(120.5 s) plus the shutdown margin.
-    assert _spec(config)["StopTimeout"] == 126
+    # ceil(120.5 s), the server's drain margin (2 s), the shutdown margin (5 s).
+    assert _spec(config)["StopTimeout"] == 128
 
 
 @pytest.mark.parametrize("auth", ["none", "basic"])

@@ -17,7 +17,6 @@ endpoint private.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from deployer.buildcontext import BuildContext
@@ -34,6 +33,7 @@ SCORING_KEY_ENV = "DEPLOYER_SCORING_KEY"
 # liveness only catches a hung one, so a generous delay costs little.
 LIVENESS_INITIAL_DELAY_S = 300
 LIVENESS_PERIOD_S = 10
+LIVENESS_FAILURES = 3
 
 TAG_SERVICE = "ai.deployer.service"
 TAG_TARGET = "ai.deployer.target"
@@ -94,13 +94,12 @@ def _environment(target: Config) -> list[dict[str, str]]:
 
 
 def _probes(ctx: RenderContext) -> dict[str, int]:
-    """Liveness tolerates one whole scoring timeout: a server busy with a long request is
-    not a dead one."""
-    timeout_s = math.ceil(ctx.config.server.scoring_timeout_ms / 1000)
+    """Three failures, as Kubernetes' default: the server answers GET / from its event loop,
+    never behind a run() in progress, so a busy container still looks alive."""
     return {
         "liveness_initial_delay_s": LIVENESS_INITIAL_DELAY_S,
         "liveness_period_s": LIVENESS_PERIOD_S,
-        "liveness_failures": max(3, math.ceil(timeout_s / LIVENESS_PERIOD_S) + 1),
+        "liveness_failures": LIVENESS_FAILURES,
     }
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.buildcontext import BuildContext
 from deployer.image import USER_ID
+from deployer.serving.config import drain_s
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.kubernetes.schema import Config
 
@@ -24,10 +25,11 @@ if TYPE_CHECKING:
 STARTUP_BUDGET_S = 300
 STARTUP_PERIOD_S = 10
 LIVENESS_PERIOD_S = 10
+LIVENESS_FAILURES = 3
 # A pod being stopped keeps serving this long while the endpoint and load balancer
 # deregister it, so that no new request reaches a server that has stopped accepting.
 PRE_STOP_DELAY_S = 5
-# Slack on top of the longest request when draining, for the server's own shutdown.
+# Slack on top of the server's drain, for the process to exit.
 SHUTDOWN_MARGIN_S = 5
 
 
@@ -92,25 +94,21 @@ def pull_secret_name(config: DeployConfig) -> str | None:
     return f"{config.name}-registry"
 
 
-def _scoring_timeout_s(ctx: RenderContext) -> int:
-    return math.ceil(ctx.config.server.scoring_timeout_ms / 1000)
-
-
 def _probes(ctx: RenderContext) -> dict[str, int]:
     """Probe timings. The startup budget covers a slow model load; it is not derived from
-    the scoring timeout, which bounds one request, not init(). Liveness, in contrast,
-    tolerates one whole scoring timeout: a worker busy with a long request may be slow to
-    answer GET /, and that is no reason to restart the container."""
+    the scoring timeout, which bounds one request, not init(). Liveness keeps the kubelet's
+    default of three failures: the server answers GET / from its event loop, never behind
+    a run() in progress, so a busy container still looks alive."""
     startup_failures = math.ceil(STARTUP_BUDGET_S / STARTUP_PERIOD_S)
     return {
         "startup_period_s": STARTUP_PERIOD_S,
         "startup_failures": startup_failures,
         "startup_budget_s": STARTUP_PERIOD_S * startup_failures,
         "liveness_period_s": LIVENESS_PERIOD_S,
-        "liveness_failures": max(3, math.ceil(_scoring_timeout_s(ctx) / LIVENESS_PERIOD_S) + 1),
+        "liveness_failures": LIVENESS_FAILURES,
     }
 
 
 def _termination_grace_s(ctx: RenderContext) -> int:
     """Long enough to deregister, then let the longest allowed request finish."""
-    return PRE_STOP_DELAY_S + _scoring_timeout_s(ctx) + SHUTDOWN_MARGIN_S
+    return PRE_STOP_DELAY_S + drain_s(ctx.config.server.scoring_timeout_ms) + SHUTDOWN_MARGIN_S

@@ -8,16 +8,15 @@ them again by their labels.
 
 from __future__ import annotations
 
-import math
-
 from deployer.buildcontext import BuildContext
+from deployer.serving.config import drain_s
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.local.schema import Config
 
 NANO_CPUS_PER_CORE = 1_000_000_000
 # memory_gb counts GiB, as Docker's own "--memory 1g" does.
 BYTES_PER_GB = 1024**3
-# Slack on top of the longest request when stopping, for the server's own shutdown.
+# Slack on top of the server's drain, for the process to exit.
 SHUTDOWN_MARGIN_S = 5
 
 LABEL_SERVICE = "ai.deployer.service"
@@ -82,10 +81,10 @@ def _environment(target: Config) -> list[str]:
 
 
 def stop_timeout_s(scoring_timeout_ms: int) -> int:
-    """How long ``docker stop`` waits after SIGTERM: long enough for the longest request
-    allowed (server.scoring_timeout_ms) to finish, so that retiring the old container after
-    a switch drops no request. Docker's default, 10 s, is shorter than most timeouts."""
-    return math.ceil(scoring_timeout_ms / 1000) + SHUTDOWN_MARGIN_S
+    """How long ``docker stop`` waits after SIGTERM: the server's drain (the longest request
+    allowed, server.scoring_timeout_ms, and a margin) and then some, so that retiring the old
+    container after a switch drops no request. Docker's default, 10 s, is shorter."""
+    return drain_s(scoring_timeout_ms) + SHUTDOWN_MARGIN_S
 
 
 def _config_of(ctx: RenderContext) -> Config:
