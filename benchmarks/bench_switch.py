@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +38,9 @@ sys.path.insert(0, str(REPO))
 
 from deployer.targets.local.driver import free_port  # noqa: E402
 from tests.conformance.harness import Load, copy_model_repo, deploy_yaml  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from git_worktree import worktree  # noqa: E402
 
 
 @dataclass
@@ -116,24 +118,6 @@ def run_scenario(service: Service, scenario: str, round_no: int) -> Sample:
 
 SCENARIOS = ("switch", "fails its tests", "port taken", "dies serving")
 EXPECTED_CODE = {"switch": 0, "fails its tests": 1, "port taken": 1, "dies serving": 1}
-
-
-@contextlib.contextmanager
-def worktree(ref: str, tmp: Path) -> Iterator[Path]:
-    path = tmp / "baseline"
-    subprocess.run(
-        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), ref],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield path
-    finally:
-        subprocess.run(
-            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
-            check=False,
-            capture_output=True,
-        )
 
 
 def main() -> None:
