@@ -300,14 +300,25 @@ class HttpServer:
                 # stay where they land): leave the connection to the peer, also woken by
                 # it. Look again shortly, and take it then if it is still waiting.
                 self._unpoll(listener)
-                self.loop.call_later(ACCEPT_DEFER_S, self._poll, listener)
+                self.loop.call_later(ACCEPT_DEFER_S, self._take_left, listener)
                 return
             batch = 1  # then look again: a burst of connections is shared out evenly
+        self._take(listener, batch)
+
+    def _take_left(self, listener: Listener) -> None:
+        """What a peer left waiting for ACCEPT_DEFER_S is ours after all (it may be
+        stopped, stalled or slow), then poll as usual."""
+        held = listener.accepting and self.listeners.get(listener.role) is listener
+        if held and self._take(listener, ACCEPT_BATCH):
+            self._poll(listener)
+
+    def _take(self, listener: Listener, batch: int) -> bool:
+        """Accept up to ``batch`` connections; False if accepting failed and is backing off."""
         for _ in range(batch):
             try:
                 conn, _ = listener.sock.accept()
             except (BlockingIOError, InterruptedError):
-                return  # the queue is empty (or another process took the connection)
+                return True  # the queue is empty (or another process took the connection)
             except ConnectionAbortedError:
                 continue  # reset by its client while queued
             except OSError as exc:  # out of file descriptors or memory, typically
@@ -315,12 +326,13 @@ class HttpServer:
                 log.error("accept() failed (%s); retrying in %.0f s", exc, ACCEPT_RETRY_S)
                 self._unpoll(listener)
                 self.loop.call_later(ACCEPT_RETRY_S, self._poll, listener)
-                return
+                return False
             if len(self.connections) + self.setting_up >= self.limits.max_connections:
                 self._refuse(conn)
                 continue
             self.setting_up += 1
             self.loop.create_task(self._set_up(conn, listener))
+        return True
 
     def _refuse(self, conn: socket.socket) -> None:
         """Too many connections: say so and close, without reading (the request, if any,

@@ -29,8 +29,8 @@ from typing import Any
 
 import pytest
 
+from .clients import HOST, Answer, probe
 from .conftest import ServeFactory
-from .test_protocol import HOST, Answer, probe
 
 SEED = 20261201
 CASES = 500

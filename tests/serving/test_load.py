@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from .clients import Gates, block_workers, post_bounded, probe, stopped
 from .conftest import Reply, ServeFactory, Server
-from .test_protocol import Gates, block_workers, post_bounded, probe
 
 
 @pytest.fixture
@@ -150,3 +150,36 @@ def test_overload_is_503_at_once_and_probes_still_answer(serve: ServeFactory, ga
         assert second.result(timeout=60).status == 200
     for _ in range(3):
         assert post_bounded(server, {}).status == 200
+
+
+def test_a_worker_with_more_connections_still_takes_them_when_its_peer_stalls(
+    serve: ServeFactory,
+) -> None:
+    """New connections go to the worker holding fewer; if that one never takes them (it is
+    stopped here, as a stalled or starved process would be), the other takes them after a
+    moment rather than never."""
+    server = serve("gate.py", args=("--workers", "2"))
+    kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    try:
+        kept.request("POST", "/score", body=b"{}", headers={"Content-Type": "application/json"})
+        response = kept.getresponse()
+        holder: int = json.loads(response.read())["pid"]
+        peers = set(server_workers(server)) - {holder}
+        assert len(peers) == 1
+        with stopped(peers):  # the peer holds no connection: new ones are "its" to take
+            for _ in range(5):
+                # Answered before the kept connection's 5 s idle timeout would even out
+                # the counts: the holder did not wait for that.
+                reply = post_bounded(server, {}, timeout=2)
+                assert reply.status == 200
+                assert reply.json()["pid"] == holder
+    finally:
+        kept.close()
+
+
+def server_workers(server: Server) -> list[int]:
+    """The supervisor's child processes: its workers."""
+    found: list[int] = []
+    for children in Path(f"/proc/{server.proc.pid}/task").glob("*/children"):
+        found += [int(pid) for pid in children.read_text().split()]
+    return found

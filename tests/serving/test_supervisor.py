@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ import pytest
 
 from deployer.serving import control, supervisor
 
+from .clients import stopped
 from .conftest import ServeFactory, Server, free_port, wait_until_up
 
 WAIT_S = 60.0  # bound on every wait for a state change
@@ -131,19 +132,6 @@ def restarted(server: Server, pid: int, cause: str) -> tuple[int, int]:
         f"worker {index} restarted",
     )
     return index, int(begun.group(1))
-
-
-@contextlib.contextmanager
-def stopped(pids: set[int]) -> Iterator[None]:
-    """SIGSTOP these processes meanwhile: only the others accept connections."""
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
 
 
 def metric(text: str, name: str) -> float:
