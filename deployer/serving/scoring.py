@@ -58,6 +58,7 @@ class ScoringThread:
         # Results for the loop: one wake-up for as many as pile up before it runs.
         self._done: deque[tuple[Job, Response | None]] = deque()
         self._wake_pending = False
+        self._stopped = False
 
     def submit(self, job: Job) -> None:
         self._queue.put(job)
@@ -71,7 +72,9 @@ class ScoringThread:
             return True
 
     def stop(self) -> None:
-        """Return from serve() once the jobs queued so far are done (any thread)."""
+        """Return from serve() after the current run(); jobs still queued are dropped (the
+        server has stopped: their connections are closed). Any thread."""
+        self._stopped = True
         self._queue.put(None)
 
     def serve(self) -> None:
@@ -80,7 +83,7 @@ class ScoringThread:
         done, call, deliver = self._done.append, self.loop.call_soon_threadsafe, self._deliver
         while True:
             job = get()
-            if job is None:
+            if job is None or self._stopped:
                 return
             with claims:
                 if job.moved:

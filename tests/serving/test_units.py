@@ -13,7 +13,7 @@ import pytest
 from deployer.serving import compat
 from deployer.serving.aml_request import AMLRequest
 from deployer.serving.aml_response import AMLResponse
-from deployer.serving.config import DEFAULT_MAX_REQUEST_BYTES, parse_settings
+from deployer.serving.config import DEFAULT_MAX_REQUEST_BYTES, drain_s, parse_settings
 from deployer.serving.datastructures import Headers, MultiDict, parse_multipart
 
 from .conftest import REPO
@@ -274,3 +274,25 @@ def test_serving_does_not_pull_in_the_toolkit() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=REPO)
+
+
+@pytest.mark.parametrize(
+    ("scoring_timeout_ms", "expected_s"),
+    [(1, 3), (60_000, 62), (60_001, 63), (0, 3_602)],  # 0: no timeout, Azure ML's one hour
+)
+def test_drain_waits_for_the_longest_run_allowed(scoring_timeout_ms: int, expected_s: int) -> None:
+    """SIGTERM lets a request that started just before finish: the scoring timeout, rounded
+    up, plus a margin for writing the answer. The targets' stop timeouts add to this."""
+    assert drain_s(scoring_timeout_ms) == expected_s
+
+
+def test_new_limits_come_from_flags_or_the_environment() -> None:
+    env = {
+        **BASE,
+        "DEPLOYER_LIMIT_CONCURRENCY": "7",
+        "DEPLOYER_MAX_CONNECTIONS": "9",
+        "DEPLOYER_HEADER_TIMEOUT_S": "3",
+    }
+    s = parse_settings(["--max-connections", "11"], env)
+    assert (s.limit_concurrency, s.max_connections, s.header_timeout_s) == (7, 11, 3)
+    assert parse_settings(s.to_argv(), {}) == s
