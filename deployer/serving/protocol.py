@@ -192,7 +192,6 @@ class HttpServer:
         self.app = app
         self.loop = loop
         self.limits = limits
-        self.max_body = limits.max_body
         self.sharing: Sharing | None = None
         self._rebalancing = False
         self.connections: set[HttpProtocol] = set()
@@ -507,6 +506,11 @@ class HttpProtocol(asyncio.Protocol):
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
+        if self.server.sharing is not None:  # a lone worker has no one to hand it to
+            self._keep_raw(data)
+        self._feed(data)
+
+    def _keep_raw(self, data: bytes) -> None:
         if not self.pending:
             # Quiet until now: this may be handed to a peer along with the connection.
             self.raw = [data] if len(data) < HANDOFF_MAX_BYTES else None
@@ -517,7 +521,6 @@ class HttpProtocol(asyncio.Protocol):
                 self.raw.append(data)
             else:
                 self.raw = None
-        self._feed(data)
 
     def _feed(self, data: bytes) -> None:
         self.last_data = self.server.clock
@@ -661,7 +664,7 @@ class HttpProtocol(asyncio.Protocol):
         req.path = unquote(path) if "%" in path else path
         req.query = url.query or b""
         # llhttp has validated Content-Length (digits, no duplicates).
-        if self.length is not None and int(self.length) > self.server.max_body:
+        if self.length is not None and int(self.length) > self.server.limits.max_body:
             req.early = self.app.too_large(req)
             self.rejected = True
             self._advance()
@@ -674,7 +677,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.rejected:
             return
         self.size += len(body)
-        if self.size > self.server.max_body:  # chunked, or more than Content-Length said
+        if self.size > self.server.limits.max_body:  # chunked, or more than Content-Length said
             self.req.early = self.app.too_large(self.req)
             self.rejected = True
             self._advance()
