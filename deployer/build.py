@@ -85,7 +85,10 @@ class ImageBuilder:
                 buildargs={k: os.environ[k] for k in PASSED_BUILD_ARGS if os.environ.get(k)},
                 decode=True,
             )
-            image_id = self._follow_build(stream, ref)
+            try:
+                image_id = self._follow_build(stream, ref)
+            except BuildFailed as failed:
+                raise _with_conda_hint(failed, context) from None
         return BuildOutcome(ref, True, image_id)
 
     def _follow_build(self, stream: Iterable[dict[str, Any]], ref: ImageRef) -> str:
@@ -157,6 +160,16 @@ class ImageBuilder:
                 return ""
             raise DeployerError(registry_error(ref, message)) from None
         return str(data.id)
+
+
+def _with_conda_hint(failed: BuildFailed, context: BuildContext) -> BuildFailed:
+    """``failed``, pointing back at the conda file's line when pip failed on a package
+    translated from it (the user wrote 'numpy=1.21', not what pip was asked for)."""
+    from deployer.config.envfile import install_hint
+
+    requirements = context.files.get("requirements.txt")
+    hint = install_hint(requirements, failed.log_tail) if isinstance(requirements, str) else ""
+    return BuildFailed(f"{failed}; {hint}", failed.log_tail) if hint else failed
 
 
 def registry_error(ref: ImageRef, message: str) -> str:
