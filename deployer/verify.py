@@ -2,25 +2,39 @@
 
 Plain ``http.client`` on one keep-alive connection: the verifier must not need more than the
 toolkit already has, and one connection measures the service, not connection set-up.
+
+Each request is built from its test (verify_requests.py), sent, and its answer read as a
+stream, then judged (verify_answers.py). Reading measures the time to the status line and
+headers (first byte) and to the last byte (total), and hashes the body as it arrives, so
+a chunked or large binary answer costs no more than a small one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
-import json
 import math
 import statistics
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from deployer.config.model import ScoringTest, ScoringTests
 from deployer.errors import DeployerError
+from deployer.verify_answers import Answer, expectation_failures
+from deployer.verify_requests import (
+    PreparedRequest,
+    RequestFileError,
+    merge_headers,
+    prepare_request,
+)
 
-TIMEOUT_S = 30.0
-MAX_SHOWN = 300  # characters of an unexpected body kept in a result
+TIMEOUT_S = 30.0  # the longest wait for any one byte
+ANSWER_TIMEOUT_S = 300.0  # the longest one answer may take to arrive in full
+MAX_KEPT = 32 * 1024 * 1024  # bytes of an answer kept to compare as JSON (all are hashed)
+READ_SIZE = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,8 +43,12 @@ class RequestResult:
     passed: bool
     status: int | None
     expected_status: int
-    latency_ms: float
-    detail: str = ""  # why it failed
+    latency_ms: float  # total: from sending the request to the answer's last byte
+    detail: str = ""  # why it failed: every failed expectation, joined with "; "
+    ttfb_ms: float | None = None  # to the answer's status line and headers
+    received_bytes: int | None = None  # the answer's body
+    method: str = "POST"
+    failures: tuple[str, ...] = ()  # each failed expectation, for a listing
 
 
 @dataclass(frozen=True)
@@ -78,8 +96,7 @@ class _Connection:
             raise DeployerError(f"not an http(s) scoring URI: {uri}")
         self._parts = parts
         self._path = parts.path or "/"
-        if parts.query:
-            self._path += "?" + parts.query
+        self._query = parts.query
         self._headers = dict(headers)
         self._conn: http.client.HTTPConnection | None = None
 
@@ -91,23 +108,32 @@ class _Connection:
         )
         return cls(self._parts.hostname or "", self._parts.port, timeout=TIMEOUT_S)
 
-    def post(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes, float]:
+    def target(self, query: str) -> str:
+        """The request target: the URI's path and query, then the test's query."""
+        joined = "&".join(q for q in (self._query, query) if q)
+        return self._path + ("?" + joined if joined else "")
+
+    def send(self, request: PreparedRequest) -> Answer:
         for attempt in (1, 2):
             if self._conn is None:
                 self._conn = self._open()
             started = time.perf_counter()
             try:
                 self._conn.request(
-                    "POST", self._path, body=body, headers={**self._headers, **headers}
+                    request.method,
+                    self.target(request.query),
+                    body=request.body,
+                    headers=merge_headers(self._headers, request.headers),
                 )
                 response = self._conn.getresponse()
-                data = response.read()
+                return _read_answer(response, started)
             except (ConnectionError, http.client.HTTPException):
                 self.close()
                 if attempt == 2:
                     raise
-                continue
-            return response.status, data, (time.perf_counter() - started) * 1000
+            except TimeoutError:
+                self.close()  # an answer half read: the connection cannot be reused
+                raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -116,12 +142,56 @@ class _Connection:
             self._conn = None
 
 
-def run_tests(uri: str, tests: ScoringTests, headers: Mapping[str, str] | None = None) -> TestRun:
-    """Send each test request to ``uri``, compare, then measure latency with a burst."""
+def _read_answer(response: http.client.HTTPResponse, started: float) -> Answer:
+    """Read the body as it comes (chunked or not), hashing every byte and keeping the first
+    MAX_KEPT; the status line and headers have arrived when this is called."""
+    ttfb_ms = (time.perf_counter() - started) * 1000
+    digest = hashlib.sha256()
+    kept = bytearray()
+    size = 0
+    deadline = started + ANSWER_TIMEOUT_S
+    while True:
+        chunk = response.read1(READ_SIZE)
+        if not chunk:
+            chunk = response.read()  # ends the response (a Content-Length reached 0)
+            if not chunk:
+                break
+        digest.update(chunk)
+        size += len(chunk)
+        if len(kept) < MAX_KEPT:
+            kept += chunk[: MAX_KEPT - len(kept)]
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"the answer took more than {ANSWER_TIMEOUT_S:g} s")
+    total_ms = (time.perf_counter() - started) * 1000
+    return Answer(
+        response.status, response.headers, bytes(kept), size, digest.hexdigest(), ttfb_ms, total_ms
+    )
+
+
+def run_tests(
+    uri: str,
+    tests: ScoringTests,
+    headers: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> TestRun:
+    """Send each test request to ``uri``, compare, then measure latency with a burst.
+
+    ``headers`` go with every request (an endpoint's key). The files tests send are read
+    from ``base_dir``, the folder of deploy.yaml.
+    """
     connection = _Connection(uri, headers or {})
+    prepared: list[tuple[ScoringTest, PreparedRequest]] = []
+    results = []
     try:
-        results = [_run_one(connection, test) for test in tests.requests]
-        latency = _burst(connection, tests) if tests.requests else None
+        for test in tests.requests:
+            try:
+                request = prepare_request(test, base_dir)
+            except RequestFileError as exc:
+                results.append(_failed(test, str(exc)))
+                continue
+            prepared.append((test, request))
+            results.append(_run_one(connection, test, request))
+        latency = _burst(connection, tests, prepared) if prepared else None
     except (OSError, http.client.HTTPException) as exc:
         # Refused, reset, timed out, or not HTTP at all (BadStatusLine): a failed test run,
         # never an escaping exception.
@@ -132,69 +202,50 @@ def run_tests(uri: str, tests: ScoringTests, headers: Mapping[str, str] | None =
     return TestRun(uri, results, latency)
 
 
-def request_body(test: ScoringTest) -> tuple[bytes, dict[str, str]]:
-    if test.body is not None:
-        return test.body.encode(), {"Content-Type": "text/plain", **test.headers}
-    return json.dumps(test.json_).encode(), {"Content-Type": "application/json", **test.headers}
+def _failed(test: ScoringTest, reason: str) -> RequestResult:
+    return RequestResult(
+        test.name,
+        False,
+        None,
+        test.expect.status,
+        0.0,
+        reason,
+        method=test.method,
+        failures=(reason,),
+    )
 
 
-def _run_one(connection: _Connection, test: ScoringTest) -> RequestResult:
-    body, headers = request_body(test)
-    status, data, latency_ms = connection.post(body, headers)
-    expect = test.expect
-    if status != expect.status:
-        detail = f"status {status}, expected {expect.status}: {_shown(data)}"
-        return RequestResult(test.name, False, status, expect.status, latency_ms, detail)
-    if expect.json_ is not None:
-        try:
-            actual = json.loads(data)
-        except ValueError:
-            detail = f"response is not JSON: {_shown(data)}"
-            return RequestResult(test.name, False, status, expect.status, latency_ms, detail)
-        mismatch = json_mismatch(actual, expect.json_, expect.tolerance)
-        if mismatch:
-            return RequestResult(test.name, False, status, expect.status, latency_ms, mismatch)
-    return RequestResult(test.name, True, status, expect.status, latency_ms)
+def _run_one(connection: _Connection, test: ScoringTest, request: PreparedRequest) -> RequestResult:
+    answer = connection.send(request)
+    failures = expectation_failures(test, answer)
+    return RequestResult(
+        test.name,
+        not failures,
+        answer.status,
+        test.expect.status,
+        answer.total_ms,
+        "; ".join(failures),
+        ttfb_ms=answer.ttfb_ms,
+        received_bytes=answer.size,
+        method=request.method,
+        failures=tuple(failures),
+    )
 
 
-def json_mismatch(actual: Any, expected: Any, tolerance: float, path: str = "$") -> str:
-    """Where ``actual`` differs from ``expected`` (numbers within ``tolerance``), or ""."""
-    if _is_number(expected) and _is_number(actual):
-        if math.isclose(actual, expected, rel_tol=0.0, abs_tol=tolerance) or actual == expected:
-            return ""
-        return f"{path}: {actual!r} differs from {expected!r} by more than {tolerance}"
-    if isinstance(expected, list) and isinstance(actual, list):
-        if len(actual) != len(expected):
-            return f"{path}: {len(actual)} items, expected {len(expected)}"
-        for index, (a, e) in enumerate(zip(actual, expected, strict=True)):
-            if found := json_mismatch(a, e, tolerance, f"{path}[{index}]"):
-                return found
-        return ""
-    if isinstance(expected, dict) and isinstance(actual, dict):
-        if sorted(actual) != sorted(expected):
-            return f"{path}: keys {sorted(actual)}, expected {sorted(expected)}"
-        for key in expected:
-            if found := json_mismatch(actual[key], expected[key], tolerance, f"{path}.{key}"):
-                return found
-        return ""
-    if type(actual) is not type(expected) or actual != expected:
-        return f"{path}: {_shown(json.dumps(actual).encode())}, expected {json.dumps(expected)}"
-    return ""
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _burst(connection: _Connection, tests: ScoringTests) -> Latency:
+def _burst(
+    connection: _Connection,
+    tests: ScoringTests,
+    prepared: list[tuple[ScoringTest, PreparedRequest]],
+) -> Latency:
     """Latency over ``latency_requests`` requests, cycling through the test requests that
-    are expected to succeed (error paths are not what a latency budget is about)."""
-    candidates = [t for t in tests.requests if t.expect.status < 400] or tests.requests
-    bodies = [request_body(t) for t in candidates]
+    are expected to succeed (error paths are not what a latency budget is about). Each
+    sample is a request's total time, its answer read to the last byte."""
+    requests = [request for test, request in prepared if test.expect.status < 400] or [
+        request for _, request in prepared
+    ]
     samples = []
     for index in range(tests.latency_requests):
-        body, headers = bodies[index % len(bodies)]
-        samples.append(connection.post(body, headers)[2])
+        samples.append(connection.send(requests[index % len(requests)]).total_ms)
     return Latency(
         requests=len(samples),
         p50_ms=statistics.median(samples),
@@ -209,8 +260,3 @@ def _percentile(samples: list[float], pct: float) -> float:
     ordered = sorted(samples)
     rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return ordered[rank - 1]
-
-
-def _shown(data: bytes) -> str:
-    text = data.decode("utf-8", "replace")
-    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"

@@ -49,7 +49,8 @@ def cmd_test(args: argparse.Namespace) -> int:
             uri, headers = found.live.endpoint.scoring_uri, dict(found.live.endpoint.headers)
         else:
             uri = _reported_uri(args.report_dir, target)
-    result = run_tests(uri, config.tests, headers)
+    # The files tests send are read beside deploy.yaml (loaded without checking them).
+    result = run_tests(uri, config.tests, headers, base_dir=args.config.resolve().parent)
     print_tests(result, secrets.masker())
     return 0 if result.passed else 1
 
@@ -123,8 +124,11 @@ def add_commands(commands: Commands) -> None:
     p = commands.add_parser(
         "test",
         help="run deploy.yaml's tests against a deployed target",
-        description="Send each request in tests.requests, compare status and JSON (numbers "
-        "within tolerance), measure latency over a burst and check latency_p95_ms. The "
+        description="Send each request in tests.requests (its method, query, headers and "
+        "body: JSON, text, a file or a multipart upload), read the answer as a stream and "
+        "compare its status, headers, content type, JSON (numbers within tolerance) or body "
+        "digest; print each request's time to first byte and total time, measure latency "
+        "over a burst and check latency_p95_ms. The "
         "scoring URI is --uri, or the live version's (with the headers it needs), or the "
         "one the last deploy report gives for the target.",
     )

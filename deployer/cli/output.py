@@ -19,7 +19,18 @@ def print_tests(run: TestRun, masker: Masker | None = None) -> None:
         show(f"  {run.error}")
     for r in run.results:
         verdict = "pass" if r.passed else "FAIL"
-        show(f"  {verdict:<4}  {r.name:<24} {r.status!s:>4}  {r.latency_ms:8.1f} ms  {r.detail}")
+        if r.status is None:
+            timing = "not sent"
+        elif r.ttfb_ms is None:
+            timing = f"{r.latency_ms:8.1f} ms"
+        else:
+            # The time to the status line and headers, then to the body's last byte.
+            size = "" if r.received_bytes is None else f"  {_size(r.received_bytes)}"
+            timing = f"first byte {r.ttfb_ms:8.1f} ms  total {r.latency_ms:8.1f} ms{size}"
+        show(f"  {verdict:<4}  {r.name:<24} {r.method:<7} {r.status or '-'!s:>3}  {timing}")
+        # Each failed expectation on its own line: expected, then what came.
+        for failure in r.failures or ([r.detail] if r.detail else []):
+            show(f"          {failure}")
     if run.latency:
         lat = run.latency
         limit = (
@@ -59,3 +70,11 @@ def print_status(found: list[TargetStatus], masker: Masker) -> None:
                 print(f"  send headers {names}")
         if live.ref:
             print(masker.text(f"  resource     {live.ref}"))
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    if count < 1024 * 1024:
+        return f"{count / 1024:.1f} KiB"
+    return f"{count / 1024 / 1024:.1f} MiB"

@@ -14,7 +14,8 @@ import pytest
 
 from deployer.cli import main
 from deployer.config.model import ScoringTests
-from deployer.verify import json_mismatch, run_tests
+from deployer.verify import run_tests
+from deployer.verify_answers import json_mismatch
 from tests.conftest import EXAMPLE
 
 KEY = "k3y-for-the-test"
