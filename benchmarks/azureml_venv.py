@@ -1,10 +1,16 @@
-"""Create (once) the separate venv holding Microsoft's azureml-inference-server-http.
+"""Create (once) the separate venvs holding Microsoft's Azure ML packages.
 
-It lives apart from the project's .venv because its pins (Flask, gunicorn, pydantic
-settings, opentelemetry...) conflict easily with ours. Used by benchmarks/bench_server.py
-and tests/serving (the compatibility suite). Run directly to create it:
+- ``.venv-azureml``: azureml-inference-server-http (REQUIREMENTS), for
+  benchmarks/bench_server.py and tests/serving's compatibility suite.
+- ``.venv-azureml-core``: azureml-core, the SDK v1 (AZUREML_CORE), whose
+  ``Model.get_model_path`` entry scripts call in init(); for tests/serving/test_model_path.py.
 
-    python benchmarks/azureml_venv.py [DIR]      # default: <repo>/.venv-azureml
+They live apart from the project's .venv because their pins (Flask, gunicorn, pydantic
+settings, opentelemetry, azure-mgmt-*...) conflict easily with ours. Run directly to
+create one:
+
+    python benchmarks/azureml_venv.py [DIR]          # default: <repo>/.venv-azureml
+    python benchmarks/azureml_venv.py --core [DIR]   # default: <repo>/.venv-azureml-core
 
 Idempotent and fast when the venv is complete: a marker file records what was
 installed, and nothing is done when it matches.
@@ -29,17 +35,25 @@ REQUIREMENTS = (
     "numpy==2.4.6",
     "httptools>=0.6",
 )
+AZUREML_CORE_DIR = REPO / ".venv-azureml-core"
+# The last azureml-core (SDK v1) release, which supports Python 3.11 (about 20 s and
+# 290 MB to install), and what our server needs to run beside it.
+AZUREML_CORE = (
+    "azureml-core==1.61.0.post4",
+    "httptools>=0.6",
+)
 _MARKER = "deployer-azureml-venv.txt"
 
 
-def ensure(path: Path = DEFAULT_DIR) -> Path:
-    """Return the venv's python, creating or completing the venv if needed.
+def ensure(path: Path = DEFAULT_DIR, requirements: tuple[str, ...] = REQUIREMENTS) -> Path:
+    """Return the python of the venv at ``path`` holding ``requirements``, creating or
+    completing the venv if needed.
 
     Raises ``RuntimeError`` with pip's output when the install fails.
     """
     python = path / "bin" / "python"
     marker = path / _MARKER
-    wanted = "\n".join(REQUIREMENTS) + "\n"
+    wanted = "\n".join(requirements) + "\n"
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python
     if not python.exists():
@@ -52,7 +66,7 @@ def ensure(path: Path = DEFAULT_DIR) -> Path:
             "install",
             "--quiet",
             "--disable-pip-version-check",
-            *REQUIREMENTS,
+            *requirements,
         ],
         capture_output=True,
         text=True,
@@ -68,4 +82,9 @@ def ensure(path: Path = DEFAULT_DIR) -> Path:
 
 
 if __name__ == "__main__":
-    print(ensure(Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_DIR))
+    core = "--core" in sys.argv[1:]
+    paths = [arg for arg in sys.argv[1:] if arg != "--core"]
+    default, requirements = (
+        (AZUREML_CORE_DIR, AZUREML_CORE) if core else (DEFAULT_DIR, REQUIREMENTS)
+    )
+    print(ensure(Path(paths[0]) if paths else default, requirements))

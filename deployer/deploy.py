@@ -113,8 +113,9 @@ def deploy(
     run = DeployRun(
         DeployReport(
             service=config.name,
-            model=config.model_name,
+            model=config.model_name if config.model else "",  # "": no model
             model_version=plan.inputs.model_version,
+            model_hash=plan.inputs.model_hash,
             config=str(plan.inputs.config_path),
         )
     )
@@ -189,7 +190,9 @@ def _deploy_target(
 
 def _verify(endpoint: Endpoint, plan: Plan, progress: Sink) -> TestRun:
     progress(Event("detail", f"running {len(plan.config.tests.requests)} test requests"))
-    return run_tests(endpoint.scoring_uri, plan.config.tests, endpoint.headers)
+    return run_tests(
+        endpoint.scoring_uri, plan.config.tests, endpoint.headers, base_dir=plan.inputs.base_dir
+    )
 
 
 @contextmanager

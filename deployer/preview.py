@@ -63,8 +63,9 @@ def preview(
         sources.append(baseline.source)
     report = DeployReport(
         service=plan.config.name,
-        model=plan.config.model_name,
+        model=plan.config.model_name if plan.config.model else "",  # "": no model
         model_version=plan.inputs.model_version,
+        model_hash=plan.inputs.model_hash,
         config=str(plan.inputs.config_path),
         command="plan",
         compared_with=" and ".join(sources),

@@ -56,6 +56,7 @@ class DeployReport:
     model_version: str
     config: str
     targets: list[TargetReport] = field(default_factory=list)
+    model_hash: str = ""  # content hash of the model files, beside the version it gives
     toolkit: str = f"deployer {__version__}"
     command: Literal["deploy", "plan"] = "deploy"
     compared_with: str = ""  # a plan's baseline: where the last deploy report came from
@@ -89,7 +90,7 @@ def to_markdown(report: DeployReport, masker: Masker) -> str:
     lines = [
         f"### Deploy of `{report.service}`: {verdict}",
         "",
-        f"Model `{report.model}` version `{report.model_version}`, from `{report.config}`.",
+        f"{_model_line(report)}, from `{report.config}`.",
         "",
         "| Target | Kind | Status | Scoring URI | Tests | p95 latency | Image |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -107,6 +108,13 @@ def to_markdown(report: DeployReport, masker: Masker) -> str:
     return masker.text("\n".join(lines) + "\n")
 
 
+def _model_line(report: DeployReport) -> str:
+    if not report.model:  # deploy.yaml names no model
+        return "No model"
+    line = f"Model `{report.model}` version `{report.model_version}`"
+    return f"{line} (content hash `{report.model_hash}`)" if report.model_hash else line
+
+
 def _plan_markdown(report: DeployReport) -> str:
     compared = (
         f"Changes are against {report.compared_with}."
@@ -116,7 +124,7 @@ def _plan_markdown(report: DeployReport) -> str:
     lines = [
         f"### Plan for `{report.service}`",
         "",
-        f"Model `{report.model}` version `{report.model_version}`, from `{report.config}`. "
+        f"{_model_line(report)}, from `{report.config}`. "
         "Nothing was deployed: this is what `deployer deploy` would do. " + compared,
         "",
         "| Target | Kind | Image | Build | Changes since the last deploy | Rendered |",
@@ -148,7 +156,8 @@ def _details(target: TargetReport) -> list[str]:
         ]
         for r in target.tests.results:
             result = "pass" if r.passed else f"FAIL: {_cell(r.detail)}"
-            lines.append(f"| {r.name} | {result} | {r.status} | {r.latency_ms:.1f} ms |")
+            first = f" (first byte {r.ttfb_ms:.1f} ms)" if r.ttfb_ms is not None else ""
+            lines.append(f"| {r.name} | {result} | {r.status} | {r.latency_ms:.1f} ms{first} |")
         if target.tests.latency:
             lat = target.tests.latency
             limit = f" (limit {lat.limit_p95_ms:g} ms)" if lat.limit_p95_ms is not None else ""

@@ -27,7 +27,7 @@ def test_a_valid_config_prints_one_summary_line(capsys: pytest.CaptureFixture[st
     assert out.count("\n") == 1
     assert re.fullmatch(
         rf"{re.escape(str(config))}: valid: service 'diabetes', "
-        r"model diabetes-ridge:[0-9a-f]{12}, targets: local \(local\), staging \(aci\), "
+        r"model diabetes-ridge:[1-9][0-9]*, targets: local \(local\), staging \(aci\), "
         r"production \(kubernetes\), batch \(functions\), edge \(iot_edge\)\n",
         out,
     )

@@ -16,16 +16,20 @@ if TYPE_CHECKING:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from deployer.config import envfile
     from deployer.config.loader import load_config
+    from deployer.image import SWAGGER_NOTE, swagger_files
     from deployer.plan_inputs import PlanInputs
 
     config = load_config(args.config)
     inputs = PlanInputs.of(config, args.config)
+    for note in envfile.notes(config.environment, args.config.resolve().parent, args.config.parent):
+        print(note)
+    for document in swagger_files(inputs):
+        print(f"{args.config.parent / document}: note: {SWAGGER_NOTE}")
     targets = ", ".join(f"{name} ({t.type})" for name, t in config.targets.items())
-    print(
-        f"{args.config}: valid: service {config.name!r}, model "
-        f"{config.model_name}:{inputs.model_version}, targets: {targets}"
-    )
+    model = f"model {config.model_name}:{inputs.model_version}" if config.model else "no model"
+    print(f"{args.config}: valid: service {config.name!r}, {model}, targets: {targets}")
     return 0
 
 

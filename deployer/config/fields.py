@@ -138,9 +138,19 @@ _NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
 ServiceName = Annotated[
     str, Rule("service name", _NAME_WORDS, _NAME_PATTERN, min_length=3, max_length=40)
 ]
-# Labels resources and names the model in reports; the same limits as the service name.
+# Azure ML's own rule for registered model names (azureml-core's model_name_validation,
+# azureml/_model_management/_util.py), so that SDK v1 names such as
+# "sklearn_regression_model.pkl" pass. Kubernetes labels, which cannot hold every such
+# name, get a derived form (deployer.label_values).
 ModelName = Annotated[
-    str, Rule("model name", _NAME_WORDS, _NAME_PATTERN, min_length=3, max_length=40)
+    str,
+    Rule(
+        "model name",
+        "up to 255 letters, digits, '-', '_' and '.', starting with a letter or digit "
+        "(Azure ML's rule)",
+        r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+        max_length=255,
+    ),
 ]
 # Target names become folder names and suffixes of resource names.
 TargetName = Annotated[

@@ -10,9 +10,19 @@ editors show from the published JSON Schema.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from itertools import combinations
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from deployer.config.fields import (
     DebianPackage,
@@ -31,6 +41,7 @@ from deployer.config.fields import (
     ServiceName,
     TargetName,
     VersionString,
+    _check_keys_in_schema,
     describe,
     error,
 )
@@ -69,12 +80,17 @@ class ModelSpec(Section):
     )
     name: ModelName | None = Field(
         default=None,
-        description="The model's name in labels and reports; defaults to the service name.",
+        description="The model's name, as registered in Azure ML: Model.get_model_path(name) "
+        "finds it, and it labels images, resources and reports; defaults to the service name.",
     )
     version: VersionString = Field(
         default="auto",
-        description='"auto" (a 12-character content hash of the model files, which changes '
-        "whenever they do) or an explicit version; it tags images and labels resources.",
+        description='"auto" (an integer derived from the content hash of the model files: '
+        "the same files give the same version anywhere, other files another one, but a "
+        "newer model does not get a larger number) or an explicit version. It names the "
+        "model's folder, azureml-models/<name>/<version>, and labels images and resources. "
+        "azureml-core's Model.get_model_path (SDK v1) reads only integer versions; SDK v2 "
+        "scripts, which read AZUREML_MODEL_DIR, take any.",
     )
     tags: dict[str, str] = Field(default_factory=dict, description="Free-form model metadata.")
     description: str = Field(default="", description="What the model is, for people.")
@@ -90,8 +106,11 @@ class Environment(Section):
     )
     conda_file: RelativeFile | None = Field(
         default=None,
-        description="Conda environment file (Azure ML style); its pip section is installed. "
-        "Images have no conda, so other conda packages are rejected.",
+        description="Conda environment file (Azure ML style), installed with pip: its pip "
+        "section as written, each conda package from PyPI with the same version constraint "
+        "(numpy=1.21 is numpy==1.21.*; pytorch is torch). Packages with no PyPI counterpart "
+        "(cudatoolkit, system libraries, R) are errors; deployer validate notes each "
+        "translation.",
     )
     pip_requirements: RelativeFile | None = Field(
         default=None, description="A pip requirements file; set this or conda_file, not both."
@@ -203,8 +222,103 @@ class Registry(Section):
     )
 
 
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+_HTTP_METHODS: tuple[str, ...] = get_args(HttpMethod)
+# A multipart field name goes into a quoted Content-Disposition parameter.
+FormFieldName = Annotated[
+    str,
+    Rule(
+        "form field name",
+        "up to 100 characters without quotes, line breaks or control characters",
+        r'^[^"\x00-\x1f\x7f]+$',
+        max_length=100,
+    ),
+]
+QueryName = Annotated[str, Field(min_length=1)]
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+MediaType = Annotated[
+    str,
+    Rule(
+        "media type",
+        "type/subtype, optionally with ; name=value parameters, such as image/png "
+        "or text/plain; charset=utf-8",
+        rf'^{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|"[^"\\]*"))*$',
+        max_length=255,
+    ),
+]
+Sha256Digest = Annotated[
+    str,
+    Rule(
+        "SHA-256 digest",
+        "64 hexadecimal digits, as sha256sum prints them",
+        r"^[0-9a-fA-F]{64}$",
+        min_length=64,
+        max_length=64,
+    ),
+]
+
+
+def _inside_folder(value: str, info: ValidationInfo) -> str:
+    """A test's file must not lead out of deploy.yaml's folder through a symbolic link:
+    its bytes are sent to the endpoint."""
+    base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+    if base is not None:
+        folder = Path(base).resolve()
+        if not (folder / value.replace("\\", "/")).resolve().is_relative_to(folder):
+            raise error(
+                "path",
+                "{value!r} leads outside the folder of deploy.yaml (through a symbolic link)",
+                value=value,
+            )
+    return value
+
+
+# A file a test request sends: relative to deploy.yaml, existing, and inside its folder.
+TestFile = Annotated[RelativeFile, AfterValidator(_inside_folder)]
+
+
+def _no_duplicate_names(headers: dict[str, str]) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    for name in headers:
+        if name.lower() in seen:
+            raise error(
+                "duplicate",
+                "header {name!r} is given twice, as {first!r} too (header names ignore case)",
+                name=name,
+                first=seen[name.lower()],
+                at=name,
+            )
+        seen[name.lower()] = name
+    return headers
+
+
+def _query_values(value: Any) -> Any:
+    """One message for a query value that is neither a string nor a list of strings
+    (the union's two errors would name its members)."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            items = item if isinstance(item, list) else [item]
+            for index, one in enumerate(items):
+                if not isinstance(one, str):
+                    where = (name, index) if isinstance(item, list) else name
+                    hint = " (put it in quotes)" if isinstance(one, int | float | bool) else ""
+                    raise error(
+                        "query_type",
+                        "a query value must be a string or a list of strings, got {got}{hint}",
+                        got=describe(one),
+                        hint=hint,
+                        at=where,
+                    )
+    return value
+
+
+HeaderMap = Annotated[dict[HeaderName, HeaderValue], AfterValidator(_no_duplicate_names)]
+QueryParameters = Annotated[dict[QueryName, str | list[str]], BeforeValidator(_query_values)]
+
+
 class Expectation(Section):
-    """What a test request must answer."""
+    """What a test request must answer. Each expectation given is checked; a failed
+    status stops there (the rest would only repeat it)."""
 
     status: int = Field(default=200, ge=100, le=599, description="Expected HTTP status.")
     json_: Any = Field(
@@ -213,25 +327,105 @@ class Expectation(Section):
     tolerance: float = Field(
         default=0.0, ge=0, description="Absolute tolerance when comparing numbers in json."
     )
+    headers: HeaderMap = Field(
+        default_factory=dict,
+        description="Answer headers and their exact values; names ignore case. Repeated "
+        "headers are compared joined with ', '.",
+    )
+    content_type: MediaType | None = Field(
+        default=None,
+        description="The answer's media type (type/subtype, case ignored); its parameters "
+        "(charset=...) are compared only when given here.",
+    )
+    body_sha256: Sha256Digest | None = Field(
+        default=None,
+        description="SHA-256 hex digest of the raw answer body (sha256sum of the expected "
+        "file), for binary answers.",
+    )
+
+
+# The ways to give a request body: at most one of them (files and form make one).
+_BODY_FORMS = ("json", "body", "body_file", "files", "form")
+
+
+def _one_body_in_schema(schema: dict[str, Any]) -> None:
+    """Editors flag two body forms in one request, as validation does."""
+    _check_keys_in_schema(schema)
+    pairs = [pair for pair in combinations(_BODY_FORMS, 2) if set(pair) != {"files", "form"}]
+    schema["not"] = {"anyOf": [{"required": list(pair)} for pair in pairs]}
 
 
 class ScoringTest(Section):
     """One request sent to a deployed service, and what it must answer."""
 
+    model_config = ConfigDict(json_schema_extra=_one_body_in_schema)
+
     name: TestName = Field(description="Unique within tests.requests; names it in reports.")
+    method: HttpMethod = Field(
+        default="POST", description="The HTTP method, in capitals: GET, POST, PUT, ..."
+    )
+    query: QueryParameters = Field(
+        default_factory=dict,
+        description="Query parameters added to the scoring URI: name -> value, or a list of "
+        "values for a repeated name. Percent-encoded when sent.",
+    )
+    headers: HeaderMap = Field(default_factory=dict, description="Extra request headers.")
     json_: Any = Field(default=None, alias="json", description="JSON request body.")
     body: str | None = Field(default=None, description="Raw text request body (instead of json).")
-    headers: dict[HeaderName, HeaderValue] = Field(
-        default_factory=dict, description="Extra request headers."
+    body_file: TestFile | None = Field(
+        default=None,
+        description="A file, relative to deploy.yaml, sent as the body byte for byte. Its "
+        "Content-Type is the one in headers, else guessed from its extension, else "
+        "application/octet-stream.",
+    )
+    files: dict[FormFieldName, TestFile] = Field(
+        default_factory=dict,
+        description="A multipart/form-data upload: form field name -> file relative to "
+        "deploy.yaml (its name and a content type guessed from its extension are sent).",
+    )
+    form: dict[FormFieldName, str] = Field(
+        default_factory=dict,
+        description="Plain text fields of the multipart/form-data body, beside files.",
     )
     expect: Expectation = Field(
         default_factory=Expectation, description="What the answer must be; default: status 200."
     )
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method_in_capitals(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != value.upper() and value.upper() in _HTTP_METHODS:
+            raise error("method", "write HTTP methods in capitals: {upper!r}", upper=value.upper())
+        return value
+
     @model_validator(mode="after")
     def _one_body(self) -> ScoringTest:
-        if self.json_ is not None and self.body is not None:
-            raise error("conflict", "set either json or body, not both", at="body")
+        given = [
+            form
+            for form in _BODY_FORMS
+            if (form == "json" and self.json_ is not None)
+            or (form != "json" and getattr(self, form) not in (None, {}))
+        ]
+        if "files" in given and "form" in given:
+            given.remove("form")  # one multipart body
+        if len(given) > 1:
+            raise error(
+                "conflict",
+                "set one request body: json, body, body_file or files (with form); "
+                "not both {first} and {second}",
+                first=given[0],
+                second=given[1],
+                at=given[1],
+            )
+        own_type = next((h for h in self.headers if h.lower() == "content-type"), None)
+        if given and given[0] in ("files", "form") and own_type is not None:
+            raise error(
+                "conflict",
+                "a files/form upload sets its own Content-Type (multipart/form-data with "
+                "its boundary): remove {name!r} from headers",
+                name=own_type,
+                at=("headers", own_type),
+            )
         return self
 
 
@@ -271,7 +465,11 @@ class DeployConfig(Section):
     name: ServiceName = Field(
         description="The service: names the image, containers and cloud resources."
     )
-    model: ModelSpec = Field(description="The model: its files, name and version.")
+    model: ModelSpec | None = Field(
+        default=None,
+        description="The model: its files, name and version. Leave it out when the entry "
+        "script loads no model; AZUREML_MODEL_DIR is then an empty folder.",
+    )
     entry_script: EntryScript = Field(
         description="The scoring script, relative to deploy.yaml; defines init() and run() "
         "at module level, Azure ML style."
@@ -299,7 +497,17 @@ class DeployConfig(Section):
 
     @property
     def model_name(self) -> str:
-        return self.model.name or self.name
+        """The model's name; without a model, the service name (what labels carry)."""
+        return (self.model.name if self.model else None) or self.name
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_left_out_not_empty(cls, value: Any) -> Any:
+        # Only a missing key means "no model": an empty "model:" is a section left
+        # unfinished. "model_type" makes the loader word it as any non-mapping.
+        if value is None:
+            raise error("model_type", "must be a mapping")
+        return value
 
     @field_validator("version", mode="before")
     @classmethod

@@ -97,19 +97,22 @@ def test_a_config_with_only_required_keys_gets_the_defaults(
     assert (target.port, target.host) == (8080, "127.0.0.1")
 
 
-def test_model_version_auto_is_a_content_hash_of_the_model(
+def test_model_version_auto_is_an_integer_from_the_content_hash_of_the_model(
     project: Callable[[str], Path],
 ) -> None:
     config_path = project(MINIMAL)
 
-    def version() -> str:
-        return PlanInputs.of(load_config(config_path), config_path).model_version
+    def inputs() -> PlanInputs:
+        return PlanInputs.of(load_config(config_path), config_path)
 
-    first = version()
-    assert re.fullmatch(r"[0-9a-f]{12}", first)
-    assert version() == first
+    first = inputs()
+    # An integer, as azureml-core's Model.get_model_path parses version folders.
+    assert re.fullmatch(r"[1-9][0-9]*", first.model_version)
+    assert re.fullmatch(r"[0-9a-f]{12}", first.model_hash)
+    assert first.model_version == str(int(first.model_hash[:8], 16))
+    assert inputs() == first
     (config_path.parent / "model" / "weights.bin").write_bytes(b"retrained weights")
-    assert version() != first
+    assert inputs().model_version != first.model_version
 
 
 def test_an_explicit_model_version_is_used_as_given(project: Callable[[str], Path]) -> None:

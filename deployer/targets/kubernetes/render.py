@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.buildcontext import BuildContext
 from deployer.image import USER_ID
+from deployer.label_values import label_value
 from deployer.serving.config import drain_s
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.kubernetes.schema import Config
@@ -49,7 +50,8 @@ def render(ctx: RenderContext) -> dict[str, str]:
         **selector,
         "app.kubernetes.io/version": ctx.model_version,
         "app.kubernetes.io/managed-by": "deployer",
-        "deployer.ai/model-name": ctx.config.model_name,
+        # Azure ML model names may not fit a label value; the image's labels keep it whole.
+        "deployer.ai/model-name": label_value(ctx.config.model_name),
     }
     values: dict[str, Any] = {
         # Templates.render takes the template as "name".
