@@ -8,6 +8,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,47 @@ def test_deployer_serve_scores_the_example() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_serve_usage_names_deployer_serve(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--help"]) == 0
+    assert capsys.readouterr().out.startswith("usage: deployer serve ")
+    assert main(["serve", "--port", "nope"]) == 2
+    assert "usage: deployer serve " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flags", "error"),
+    [
+        (
+            ["--entry-script", "missing.py", "--model-dir", "."],
+            "deployer serve: error: entry script missing.py does not exist "
+            "(--entry-script, AZUREML_ENTRY_SCRIPT)",
+        ),
+        (
+            ["--entry-script", ".", "--model-dir", "."],
+            "deployer serve: error: entry script . is a folder, not a file "
+            "(--entry-script, AZUREML_ENTRY_SCRIPT)",
+        ),
+        (
+            ["--entry-script", str(EXAMPLE / "score.py"), "--model-dir", "no-such-model"],
+            "deployer serve: error: model folder no-such-model does not exist "
+            "(--model-dir, AZUREML_MODEL_DIR)",
+        ),
+    ],
+)
+def test_a_missing_entry_script_or_model_folder_is_one_line_and_exit_2_before_listening(
+    flags: list[str], error: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "deployer", "serve", *flags, "--port", str(port)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == error
+    assert "listening" not in done.stdout + done.stderr

@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # them when the first is an option such as --help).
         from deployer.serving.cli import main as serve_main
 
-        return serve_main(argv[1:])
+        return serve_main(argv[1:], prog="deployer serve")
     args = build_parser().parse_args(argv)
     args.job = _detect_job(args.handler)
     code = _run(args.handler, args)

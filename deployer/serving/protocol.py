@@ -72,6 +72,7 @@ from urllib.parse import unquote
 import httptools
 
 from .listeners import port_of
+from .request import Request, Response, Stream
 
 if TYPE_CHECKING:
     from .app import App
@@ -116,40 +117,6 @@ def plain_answer(status: int, reason: bytes, extra: bytes = b"") -> bytes:
 
 
 _TOO_MANY = plain_answer(503, b"Too many connections", b"retry-after: 1\r\n")
-
-
-class Request:
-    """One request, from its first byte until it is answered. The headers the server
-    acts on are pulled out while parsing.
-
-    Class attributes are the defaults, so creating one per request sets only what the
-    request has (no __init__ assigning twenty fields).
-    """
-
-    method = "GET"
-    path = "/"
-    query = b""
-    headers: list[tuple[bytes, bytes]]  # names lower-cased, in order
-    body = b""
-    ctype: bytes | None = None
-    request_id: bytes | None = None
-    legacy_id: bytes | None = None
-    client_id: bytes | None = None
-    trace: bytes | None = None
-    keep_alive = True
-    peer: str | None = None
-    t0 = 0.0
-    # Where it stands:
-    complete = False  # all of it received
-    expect = False  # an HTTP/1.1 client waits for 100 Continue before the body
-    continued = False  # ... and got it
-    dispatched = False  # its answer comes from the app later (HttpProtocol.answer)
-    early: Response | None = None  # answered before the body was read (413), then linger
-    error: tuple[int, bytes] | None = None  # the input broke here: answer this and close
-
-
-# (status, header lines b"name: value\r\n", body)
-Response = tuple[int, list[bytes], bytes]
 
 
 @dataclass(frozen=True)
@@ -473,6 +440,9 @@ class HttpProtocol(asyncio.Protocol):
         self.raw_size = 0
         self.handed = handed
         self.eof = False  # the client will send nothing more
+        self.stream: Stream | None = None  # the answer being streamed (pending[0]'s)
+        self.stream_status = 0
+        self.stream_size = 0  # body bytes produced so far
         self.inflight = server.app.metrics.inflight
         self.values = server.app.metrics.values
 
@@ -492,6 +462,10 @@ class HttpProtocol(asyncio.Protocol):
             self._feed(handed)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        stream = self.stream
+        if stream is not None:  # stop the scoring thread iterating for nobody
+            stream.gone = True
+            stream.writable.set()
         self.server.connections.discard(self)
         self.app.on_load_change()
         self.values[self.inflight] -= len(self.pending)  # requests never to be answered
@@ -499,10 +473,14 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:  # the client isn't reading: stop reading from it too
         self.write_paused = True
+        if self.stream is not None:
+            self.stream.writable.clear()
         self._update_reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if self.stream is not None:
+            self.stream.writable.set()
         self._update_reading()
 
     def data_received(self, data: bytes) -> None:
@@ -668,7 +646,9 @@ class HttpProtocol(asyncio.Protocol):
             req.early = self.app.too_large(req)
             self.rejected = True
             self._advance()
-        elif self.expect and parser.get_http_version() == "1.1":
+        elif parser.get_http_version() != "1.1":
+            req.http10 = True
+        elif self.expect:
             # RFC 9110 10.1.1: ignore the expectation of an HTTP/1.0 client.
             req.expect = True
             self._advance()
@@ -764,6 +744,10 @@ class HttpProtocol(asyncio.Protocol):
         keep = req.keep_alive and not self.closing and not linger and not last
         transport = self.transport
         assert transport is not None
+        if type(body) is Stream:
+            self._begin_stream(req, status, lines, body, keep)
+            return
+        assert isinstance(body, bytes)
         status_line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
         transport.write(
             b"".join(
@@ -786,6 +770,60 @@ class HttpProtocol(asyncio.Protocol):
             self._linger()
         elif not keep:
             transport.close()
+
+    # Streamed answers: the head now, chunks from the scoring thread as run()'s response
+    # produces them (each through call_soon_threadsafe, so in order), then the end.
+    def _begin_stream(
+        self, req: Request, status: int, lines: list[bytes], stream: Stream, keep: bool
+    ) -> None:
+        transport = self.transport
+        assert transport is not None
+        req.keep_alive = keep = keep and not req.http10  # 1.0: no chunks; the close ends it
+        if req.method == "HEAD":  # the head alone, as for any HEAD: no body, no framing
+            framing = b"" if keep else b"connection: close\r\n"
+        else:
+            framing = b"transfer-encoding: chunked\r\n" if keep else b"connection: close\r\n"
+        status_line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        transport.write(b"".join((status_line, *lines, self.server.date_line, framing, b"\r\n")))
+        self.raw = None
+        req.dispatched = True  # the answer is still being written: pending[0] until the end
+        self.stream = stream
+        self.stream_status, self.stream_size = status, 0
+        if self.write_paused:
+            stream.writable.clear()
+
+    def stream_chunk(self, req: Request, data: bytes) -> None:
+        transport = self.transport
+        if self.stream is None or transport is None or transport.is_closing():
+            return
+        self.stream_size += len(data)
+        if req.method == "HEAD":
+            return
+        if req.keep_alive:
+            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            transport.write(data)
+
+    def stream_end(self, req: Request, complete: bool) -> None:
+        """The stream is over: ``complete`` False if it raised, or the client left."""
+        transport = self.transport
+        stream, self.stream = self.stream, None
+        if stream is None or transport is None or transport.is_closing():
+            return
+        self.pending.popleft()
+        self.values[self.inflight] -= 1
+        req.dispatched = False
+        self.app.done(req, self.stream_status, self.stream_size)
+        if not complete:
+            # No last chunk: a client reading chunks sees the answer is cut short.
+            transport.abort() if req.keep_alive else transport.close()
+            return
+        if not req.keep_alive:
+            transport.close()
+            return
+        if req.method != "HEAD":
+            transport.write(b"0\r\n\r\n")
+        self._advance()
 
     def _fail(self, status: int, reason: bytes) -> None:
         """The input broke (400), is too large (431) or too slow (408): answer that in

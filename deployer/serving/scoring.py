@@ -17,6 +17,7 @@ of the loop for the result (one for as many results as are ready by the time it 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections import deque
@@ -24,10 +25,12 @@ from queue import SimpleQueue
 from typing import TYPE_CHECKING
 
 from .deadline import ScoringTimeout
+from .request import Stream
 
 if TYPE_CHECKING:
     from .app import App
-    from .protocol import HttpProtocol, Request, Response
+    from .protocol import HttpProtocol
+    from .request import Request, Response
 
 log = logging.getLogger("deployer.serving")
 
@@ -97,10 +100,42 @@ class ScoringThread:
             except Exception:  # a bug of ours: the loop answers 500
                 log.exception("scoring failed outside run()")
                 response = None
+            if response is not None and type(response[2]) is Stream:
+                self._stream(job, response)
+                continue
             done((job, response))
             if not self._wake_pending:
                 self._wake_pending = True
                 call(deliver)
+
+    def _stream(self, job: Job, response: Response) -> None:
+        """Send a streamed answer as it is produced: the script's generator runs here, on
+        the scoring thread, as it would in Azure ML's worker; run() calls wait behind it."""
+        status, lines, stream = response
+        assert type(stream) is Stream
+        call, conn, req = self.loop.call_soon_threadsafe, job.conn, job.req
+        call(self.app.begin_stream, job, (status, lines, stream))
+        complete = False
+        try:
+            if stream.first is not None:
+                chunks = itertools.chain((stream.first,), stream.chunks)
+                for chunk in chunks:
+                    stream.writable.wait()
+                    if stream.gone:
+                        break
+                    call(conn.stream_chunk, req, bytes(chunk))
+                else:
+                    complete = True
+            else:
+                complete = True
+        except Exception:
+            log.exception("the streamed response raised: the answer is cut short")
+        finally:
+            try:
+                stream.close()
+            except Exception:
+                log.exception("closing the streamed response failed")
+            call(self.app.end_stream, job, complete)
 
     def _deliver(self) -> None:
         """Hand the results to the app (on the loop). The flag is cleared first: a result

@@ -42,6 +42,7 @@ class Mode(enum.Enum):
 @dataclass(frozen=True)
 class EntryScript:
     path: str
+    module: ModuleType
     init: Callable[[], Any]
     run: Callable[..., Any]
     mode: Mode
@@ -108,6 +109,7 @@ def analyze(path: str, module: ModuleType) -> EntryScript:
     mode = Mode.RAW if raw else Mode.SCHEMA if schema else Mode.STRING
     return EntryScript(
         path=path,
+        module=module,
         init=module.init,
         run=run,
         mode=mode,

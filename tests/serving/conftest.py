@@ -28,6 +28,14 @@ SCRIPTS = Path(__file__).resolve().parent / "scripts"
 START_TIMEOUT_S = 60.0
 
 
+def metric(text: str, name: str) -> float:
+    """One sample's value in a Prometheus scrape."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in the metrics:\n{text}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,7 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, SCRIPTS, ServeFactory, Server, free_port, launch, wait_until_up
+from .conftest import (
+    REPO,
+    SCRIPTS,
+    ServeFactory,
+    Server,
+    free_port,
+    launch,
+    metric,
+    wait_until_up,
+)
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
@@ -348,12 +357,6 @@ def test_real_azureml_package_objects_work_with_our_server(
 
 
 # Metrics --------------------------------------------------------------------------------------
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} ([\d.e+-]+)$", text, re.MULTILINE)
-    assert match, f"{name} not in metrics:\n{text}"
-    return float(match.group(1))
-
-
 def test_burst_with_failures_and_metrics(serve: ServeFactory) -> None:
     server = serve("echo.py")
     kinds = ["fail" if i % 3 == 0 else "list" for i in range(300)]

@@ -25,7 +25,7 @@ import pytest
 from deployer.serving import control, supervisor
 
 from .clients import stopped
-from .conftest import ServeFactory, Server, free_port, wait_until_up
+from .conftest import ServeFactory, Server, free_port, metric, wait_until_up
 
 WAIT_S = 60.0  # bound on every wait for a state change
 
@@ -132,13 +132,6 @@ def restarted(server: Server, pid: int, cause: str) -> tuple[int, int]:
         f"worker {index} restarted",
     )
     return index, int(begun.group(1))
-
-
-def metric(text: str, name: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not in the metrics")
 
 
 def stop(server: Server) -> int:

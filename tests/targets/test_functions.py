@@ -25,11 +25,15 @@ from typing import Any
 import azure.functions as func
 import pytest
 from azure.functions import meta
+from inference_schema import schema_util
 
 from deployer.config.loader import load_config
 from deployer.plan import make_plan
+from deployer.serving import compat
+from deployer.serving.invocation import MSG_RUN_FAILED
+from deployer.serving.script import MODULE_NAME
 from deployer.targets.functions.render import function_timeout
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, REPO
 
 TARGET = "batch"
 BLOB_SETTINGS = (
@@ -144,11 +148,19 @@ def load_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Rendered
         return importlib.import_module(app.function)
 
     yield load
-    # Forget the rendered app's modules, so the next test imports its own rendering.
+    # As if the next test ran in a new worker process: forget the rendered app's modules,
+    # and what the entry script registered in process-wide state (the @rawhttp flag, and
+    # inference-schema's schemas, keyed by module and function name: entry_module.run).
     for name, module in list(sys.modules.items()):
         source = getattr(module, "__file__", None) or ""
         if any(source.startswith(str(root)) for root in roots):
             del sys.modules[name]
+    for name in compat.RAW_FLAG_MODULES:
+        if hasattr(sys.modules.get(name), "_rawHttpRequested"):
+            sys.modules[name]._rawHttpRequested = False
+    for registry in (schema_util.__functions_schema__, schema_util.__versions__):
+        for key in [key for key in registry if key.startswith(f"{MODULE_NAME}.")]:
+            del registry[key]
 
 
 class OutputBinding(func.Out[str]):
@@ -190,13 +202,14 @@ def test_blob_function_logs_and_raises_when_run_fails_so_the_host_retries(
 ) -> None:
     handler = load_handler(render())
     output = OutputBinding()
-    with caplog.at_level(logging.ERROR), pytest.raises(ValueError, match="10 numbers"):
+    with caplog.at_level(logging.ERROR), pytest.raises(Exception, match="answered 500"):
         handler.main(
             func.blob.InputStream(data=REQUESTS["bad-input"].encode(), name="input/bad.json"),
             output,
         )
     assert output.value is None
     assert "scoring blob input/bad.json failed" in caplog.text
+    assert "10 numbers" in caplog.text, "run()'s traceback is in the log"
 
 
 def test_http_function_answers_the_predictions_as_json(
@@ -208,9 +221,11 @@ def test_http_function_answers_the_predictions_as_json(
         assert response.status_code == 200
         assert response.mimetype == "application/json"
         assert json.loads(response.get_body()) == pytest.approx(EXPECTED[name], rel=1e-6)
+        assert response.headers["x-ms-run-function-failed"] == "False"
+        assert response.headers["x-request-id"]
 
 
-def test_http_function_answers_500_with_a_json_message_when_run_fails(
+def test_http_function_answers_500_with_the_servers_generic_message_when_run_fails(
     render: Callable[..., RenderedApp],
     load_handler: Callable[[RenderedApp], ModuleType],
     caplog: pytest.LogCaptureFixture,
@@ -220,10 +235,10 @@ def test_http_function_answers_500_with_a_json_message_when_run_fails(
         response = handler.main(_post(REQUESTS["bad-input"].encode()))
     assert response.status_code == 500
     assert response.mimetype == "application/json"
-    message = json.loads(response.get_body())["message"]
-    assert message.startswith("run() failed: ValueError: ")
-    assert "10 numbers" in message
-    assert "run() failed" in caplog.text
+    assert json.loads(response.get_body()) == {"message": MSG_RUN_FAILED}
+    assert b"10 numbers" not in response.get_body(), "the exception's text stays in the log"
+    assert response.headers["x-ms-run-function-failed"] == "True"
+    assert "10 numbers" in caplog.text
 
 
 def test_http_function_answers_400_to_a_body_that_is_not_utf8(
@@ -232,7 +247,7 @@ def test_http_function_answers_400_to_a_body_that_is_not_utf8(
     handler = load_handler(render(HTTP))
     response = handler.main(_post(b"\xff\xfe{}"))
     assert response.status_code == 400
-    assert json.loads(response.get_body()) == {"message": "the request body is not UTF-8 text"}
+    assert json.loads(response.get_body())["message"].startswith("Input cannot be decoded as UTF-8")
 
 
 def test_entry_script_is_imported_and_initialised_once_per_worker(
@@ -241,9 +256,9 @@ def test_entry_script_is_imported_and_initialised_once_per_worker(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     handler = load_handler(render(HTTP))
-    entry_script = handler.ENTRY_SCRIPT
+    entry_script = handler.ENTRY_SCRIPT.module
     assert entry_script.session is not None, "init() has not run at import"
-    assert sys.modules["score"] is entry_script
+    assert sys.modules["entry_module"] is entry_script, "imported under Azure ML's name"
     inits: list[None] = []
     monkeypatch.setattr(entry_script, "init", lambda: inits.append(None))
     for _ in range(3):
@@ -257,26 +272,117 @@ def test_service_bus_function_returns_the_predictions_for_the_output_queue(
     handler = load_handler(render(SERVICE_BUS))
     result = handler.main(func.ServiceBusMessage(body=REQUESTS["dataset-rows"].encode()))
     assert json.loads(result) == pytest.approx(EXPECTED["dataset-rows"], rel=1e-6)
-    with pytest.raises(ValueError, match="10 numbers"):
+    with pytest.raises(Exception, match="answered 500"):
         handler.main(func.ServiceBusMessage(body=REQUESTS["bad-input"]))
 
 
 def test_a_str_result_is_sent_as_a_json_string(
-    example_copy: Callable[..., Path],
-    tmp_path: Path,
+    script_app: Callable[[str], RenderedApp],
     load_handler: Callable[[RenderedApp], ModuleType],
 ) -> None:
-    config_path = example_copy(HTTP)
-    (config_path.parent / "score.py").write_text(
-        "def init():\n    pass\n\n\ndef run(raw_data):\n    return raw_data.upper()\n"
+    handler = load_handler(
+        script_app("def init():\n    pass\n\n\ndef run(raw_data):\n    return raw_data.upper()\n")
     )
-    handler = load_handler(_render(config_path, tmp_path / "image"))
     response = handler.main(_post(b'say "hi"'))
     assert response.get_body() == b'"SAY \\"HI\\""'
 
 
+# The script styles the scoring server serves, through the Functions handler: each used to
+# fail there (run() was called with the body as a string, whatever the script).
+SCHEMA_SCRIPT = (REPO / "tests" / "serving" / "scripts" / "schema.py").read_text()
+RAW_SCRIPT = """
+import json
+from azureml.contrib.services.aml_request import AMLRequest, rawhttp
+from azureml.contrib.services.aml_response import AMLResponse
+
+
+def init():
+    pass
+
+
+@rawhttp
+def run(request):
+    if request.method == "GET":
+        return AMLResponse(json.dumps(request.args.getlist("x")), 200, json_str=False)
+    answer = AMLResponse(request.get_data()[::-1], 201)
+    answer.mimetype = "application/octet-stream"
+    answer.headers["X-Seen"] = request.headers.get("X-Twice", "")
+    return answer
+"""
+STREAM_SCRIPT = """
+from azureml.contrib.services.aml_response import AMLResponse
+
+
+def init():
+    pass
+
+
+def run(data):
+    return AMLResponse((f"{i}\\n" for i in range(3)), 200, {"Content-Type": "text/plain"})
+"""
+
+
+@pytest.fixture
+def script_app(example_copy: Callable[..., Path], tmp_path: Path) -> Callable[[str], RenderedApp]:
+    """The example's HTTP function app with ``score.py`` replaced by ``source``."""
+
+    def make(source: str) -> RenderedApp:
+        config_path = example_copy(HTTP)
+        (config_path.parent / "score.py").write_text(source)
+        return _render(config_path, tmp_path / "image")
+
+    return make
+
+
+def test_an_input_schema_script_gets_keyword_arguments_as_from_the_server(
+    script_app: Callable[[str], RenderedApp], load_handler: Callable[[RenderedApp], ModuleType]
+) -> None:
+    handler = load_handler(script_app(SCHEMA_SCRIPT))
+    response = handler.main(_post(b'{"data": [[1, 2, 3]], "scale": 2}'))
+    assert (response.status_code, json.loads(response.get_body())) == (200, [12.0])
+    missing = handler.main(_post(b'{"scale": 2}'))
+    assert missing.status_code == 400
+    assert json.loads(missing.get_body()) == {
+        "message": "A value is not provided for the 'data' parameter."
+    }
+
+
+def test_a_rawhttp_script_gets_the_request_and_its_response_is_sent_as_it_is(
+    script_app: Callable[[str], RenderedApp], load_handler: Callable[[RenderedApp], ModuleType]
+) -> None:
+    handler = load_handler(script_app(RAW_SCRIPT))  # used to fail: No module named 'azureml'
+    request = func.HttpRequest(
+        method="POST",
+        url="http://127.0.0.1/api/models/diabetes",
+        headers={"X-Twice": "one,two", "Content-Type": "application/octet-stream"},
+        body=b"\x00\x01\x02",
+    )
+    response = handler.main(request)
+    assert (response.status_code, response.get_body()) == (201, b"\x02\x01\x00")
+    assert response.mimetype == "application/octet-stream"
+    assert response.headers["X-Seen"] == "one,two"
+    query = func.HttpRequest(
+        method="GET", url="http://127.0.0.1/api/models/diabetes?x=1&x=2", body=b""
+    )
+    assert json.loads(handler.main(query).get_body()) == ["1", "2"]
+
+
+def test_a_streamed_response_is_sent_whole_by_the_function_json_model(
+    script_app: Callable[[str], RenderedApp], load_handler: Callable[[RenderedApp], ModuleType]
+) -> None:
+    handler = load_handler(script_app(STREAM_SCRIPT))
+    response = handler.main(_post(b"{}"))
+    assert (response.status_code, response.get_body()) == (200, b"0\n1\n2\n")
+    assert response.mimetype == "text/plain"
+
+
 def _post(body: bytes) -> func.HttpRequest:
-    return func.HttpRequest(method="POST", url="http://127.0.0.1/api/models/diabetes", body=body)
+    return func.HttpRequest(
+        method="POST",
+        url="http://127.0.0.1/api/models/diabetes",
+        headers={"Content-Type": "application/json"},
+        body=body,
+    )
 
 
 # --- the function app, as the Functions host and worker read it -------------------------
@@ -337,13 +443,13 @@ def test_blob_bindings_read_and_write_the_configured_paths(
     )
 
 
-def test_http_binding_takes_posts_on_the_configured_route(
+def test_http_binding_takes_gets_and_posts_on_the_configured_route(
     render: Callable[..., RenderedApp],
 ) -> None:
     app = render(HTTP)
     trigger, output = app.json("wwwroot/score_http/function.json")["bindings"]
     assert trigger["authLevel"] == "anonymous"
-    assert trigger["methods"] == ["post"]
+    assert trigger["methods"] == ["get", "post"]  # as /score takes them
     assert trigger["route"] == "models/diabetes"
     assert (output["type"], output["name"]) == ("http", "$return")
     default = render((BLOB_SETTINGS, "trigger: http"))

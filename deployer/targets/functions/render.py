@@ -9,8 +9,10 @@ worker come from the base image.
 
 The function app is ``templates/functions/wwwroot/``: ``host.json`` and one function folder
 ``score_<trigger>/`` (its ``function.json`` is rendered, its handler is a Python file
-shipped as it is). The handler imports the entry script once per worker process, calls
-``init()`` once, and ``run()`` per event with the payload as a string.
+shipped as it is), and ``deployer/serving`` beside them. The handler imports the entry
+script once per worker process, calls ``init()`` once, and scores each event through
+deployer.serving's invocation core, as the scoring server does (so every script style
+behaves as there); an event that is not an HTTP request is scored as a POST of its content.
 
 ``render`` writes ``app.json``: the request bodies a deploy sends through azure-mgmt-web,
 an Elastic Premium plan (custom containers and event-driven scale need one) and the
@@ -35,7 +37,13 @@ import re
 from deployer.buildcontext import BuildContext
 from deployer.config.envfile import pip_requirements
 from deployer.config.model import DeployConfig
-from deployer.image import APP_DIR, add_user_files, entry_script_in_image, model_dir
+from deployer.image import (
+    APP_DIR,
+    add_serving_package,
+    add_user_files,
+    entry_script_in_image,
+    model_dir,
+)
 from deployer.resources import templates_dir
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.functions.schema import Config, HttpTrigger
@@ -75,6 +83,9 @@ def own_image(ctx: TargetContext) -> BuildContext | None:
     function = function_name(target)
     app_templates = templates_dir() / ctx.templates.folder / APP_TEMPLATES
     context.add_file(f"wwwroot/{SHARED_MODULE}", app_templates / SHARED_MODULE)
+    # The handler scores through deployer.serving's invocation core; the script root is on
+    # the worker's sys.path, so the package goes there.
+    add_serving_package(context, under="wwwroot")
     context.add_file(f"wwwroot/{function}/__init__.py", app_templates / function / "__init__.py")
     context.add_text(
         "wwwroot/host.json",
@@ -92,7 +103,7 @@ def own_image(ctx: TargetContext) -> BuildContext | None:
             service_bus=target.service_bus,
         ),
     )
-    add_user_files(context, inputs, app="app", model="model")
+    empty_model_folder = add_user_files(context, inputs, app="app", model="model")
     context.add_text(
         "Dockerfile",
         ctx.templates.render(
@@ -103,8 +114,10 @@ def own_image(ctx: TargetContext) -> BuildContext | None:
             script_root=SCRIPT_ROOT,
             app_dir=APP_DIR,
             model_dir=model_dir(inputs),
+            empty_model_folder=empty_model_folder,
             entry_script=entry_script_in_image(inputs),
             model_version=ctx.model_version,
+            model_hash=inputs.model_hash,
         ),
     )
     context.add_text(".dockerignore", "**/__pycache__\n**/*.pyc\n")

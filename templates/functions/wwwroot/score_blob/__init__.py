@@ -1,7 +1,8 @@
-"""Blob trigger: score each new input blob, write ``run()``'s result as the output blob.
+"""Blob trigger: score each new input blob as a ``POST /score`` of its content, and write
+the answer's body as the output blob.
 
-A failure is logged and raised again: the Functions host retries the blob and, after its
-retries, records it in the ``webjobs-blobtrigger-poison`` queue.
+A failure is logged (with run()'s traceback) and raised: the Functions host retries the
+blob and, after its retries, records it in the ``webjobs-blobtrigger-poison`` queue.
 """
 
 import logging
@@ -14,8 +15,8 @@ ENTRY_SCRIPT = deployer_scoring.load_entry_script()
 
 def main(inputblob: func.InputStream, outputblob: func.Out[str]) -> None:
     try:
-        result = deployer_scoring.score(ENTRY_SCRIPT, inputblob.read().decode("utf-8"))
+        answer = ENTRY_SCRIPT.score_event(f"blob {inputblob.name}", inputblob.read())
+        outputblob.set(answer.text())
     except Exception:
         logging.exception("scoring blob %s failed", inputblob.name)
         raise
-    outputblob.set(result)

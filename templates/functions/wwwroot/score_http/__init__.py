@@ -1,10 +1,8 @@
-"""HTTP trigger: POST a request body, get ``run()``'s result back as JSON.
+"""HTTP trigger: a request to the function is scored as the scoring server scores /score.
 
-A failing ``run()`` answers 500 with ``{"message": ...}``, as the scoring server does.
+The answer is the server's: status, headers and body (deployer_scoring.py), including a
+500 with a generic message when run() fails (the traceback goes to the log).
 """
-
-import json
-import logging
 
 import azure.functions as func
 import deployer_scoring  # the worker puts the app's root (AzureWebJobsScriptRoot) on sys.path
@@ -13,18 +11,14 @@ ENTRY_SCRIPT = deployer_scoring.load_entry_script()
 
 
 def main(req: func.HttpRequest) -> func.HttpResponse:
-    try:
-        payload = req.get_body().decode("utf-8")
-    except UnicodeDecodeError:
-        return _error(400, "the request body is not UTF-8 text")
-    try:
-        result = deployer_scoring.score(ENTRY_SCRIPT, payload)
-    except Exception as exc:
-        logging.exception("run() failed")
-        return _error(500, f"run() failed: {type(exc).__name__}: {exc}")
-    return func.HttpResponse(result, status_code=200, mimetype="application/json")
-
-
-def _error(status: int, message: str) -> func.HttpResponse:
-    body = json.dumps({"message": message})
-    return func.HttpResponse(body, status_code=status, mimetype="application/json")
+    answer = ENTRY_SCRIPT.answer(req.method, req.url, req.headers, req.get_body())
+    content_type = answer.header("Content-Type") or "application/json"
+    mimetype, _, params = content_type.partition(";")
+    charset = params.partition("charset=")[2].strip() or None
+    response = func.HttpResponse(
+        answer.body, status_code=answer.status, mimetype=mimetype.strip(), charset=charset
+    )
+    for name, value in answer.headers:
+        if name.lower() != "content-type":  # the worker writes it from mimetype and charset
+            response.headers.add_header(name, value)
+    return response

@@ -1,9 +1,9 @@
-"""Service Bus trigger: score each queue message.
+"""Service Bus trigger: score each queue message as a ``POST /score`` of its body.
 
 The result is the function's return value, which function.json sends to the output queue
 when deploy.yaml names one (and which is dropped when it does not), so that one handler
-serves both. A failure is logged and raised again: Service Bus redelivers the message and
-dead-letters it after its maximum delivery count.
+serves both. A failure is logged (with run()'s traceback) and raised: Service Bus
+redelivers the message and dead-letters it after its maximum delivery count.
 """
 
 import logging
@@ -16,7 +16,8 @@ ENTRY_SCRIPT = deployer_scoring.load_entry_script()
 
 def main(message: func.ServiceBusMessage) -> str:
     try:
-        return deployer_scoring.score(ENTRY_SCRIPT, message.get_body().decode("utf-8"))
+        what = f"message {message.message_id}"
+        return ENTRY_SCRIPT.score_event(what, message.get_body(), message.content_type).text()
     except Exception:
         logging.exception("scoring message %s failed", message.message_id)
         raise
