@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,24 @@ def test_head_gets_the_head_alone_and_the_generator_never_starts(serve: ServeFac
     assert (answer.status, answer.body) == (200, b"")
     assert answer.header("transfer-encoding") is None
     assert server.request("GET", "/score?case=closed").json() == {"closed": 0}
+
+
+def test_a_client_that_does_not_read_pauses_the_generator(
+    serve: ServeFactory, tmp_path: Path
+) -> None:
+    server = serve("stream_flood.py")
+    counter = tmp_path / "produced"
+    sock = _open(server, str(counter).encode())
+    try:
+        # The client reads nothing: once the buffers are full, the generator must wait.
+        wait_for(counter.exists, "the first chunk")
+        last, steady_since = -1, time.monotonic()
+        give_up = steady_since + READ_TIMEOUT_S  # a generator that never waits ends here
+        while time.monotonic() - steady_since < 1.0 and time.monotonic() < give_up:
+            produced = int(counter.read_text() or 0)
+            if produced != last:
+                last, steady_since = produced, time.monotonic()
+            time.sleep(0.05)
+        assert last < 100, f"{last} MiB produced for a client that reads nothing"
+    finally:
+        sock.close()
