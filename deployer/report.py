@@ -32,6 +32,9 @@ class TargetReport:
     scoring_uri: str = ""
     swagger_uri: str = ""
     auth_headers: list[str] = field(default_factory=list)  # names a client must send
+    # How a client authenticates (auth: key): the header and the CI secret holding the key,
+    # never the key itself.
+    auth: str = ""
     built: bool = False
     pushed: bool = False
     tests: TestRun | None = None
@@ -146,6 +149,8 @@ def _plan_markdown(report: DeployReport) -> str:
 
 def _details(target: TargetReport) -> list[str]:
     lines: list[str] = []
+    if target.auth and target.scoring_uri:
+        lines += ["", f"Calling {target.name}: send {target.auth}."]
     if target.tests and target.tests.results:
         lines += [
             "",

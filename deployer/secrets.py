@@ -1,10 +1,11 @@
 """The secret values of one run, worked out once and masked in everything it writes.
 
-A command finds them when it starts (the registry password, a scoring key given in the
-environment), and a driver adds what it learns later (a generated scoring key, a cloud
-token). Whoever must hide them subscribes: in GitHub Actions the job registers each with
-``::add-mask::`` the moment it is known. Every report, comment, summary and output goes
-through ``Masker``, because container logs and error messages may echo what they were given.
+A command finds them when it starts (the registry password, the scoring keys of targets
+with ``auth: key``, from the environment variables deploy.yaml names), and a driver adds
+what it learns later (a cloud token). Whoever must hide them subscribes: in GitHub Actions
+the job registers each with ``::add-mask::`` the moment it is known. Every report,
+comment, summary and output goes through ``Masker``, because container logs and error
+messages may echo what they were given.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from deployer.config.model import Registry
+from deployer.scoring_keys import key_env_names
 
 MASK = "***"
 # Shorter values are not masked: masking one or two characters would blank whole logs.
 MIN_SECRET_LENGTH = 3
-# A scoring key the run is given (an endpoint behind ``auth: key``); masked like the rest.
+# The scoring server's own key variables, when a run has them (a local ``deployer serve``
+# with a key); masked like the rest.
 SCORING_KEY_ENV = "DEPLOYER_SCORING_KEY"
+SECONDARY_SCORING_KEY_ENV = "DEPLOYER_SCORING_KEY_SECONDARY"
 
 
 class Masker:
@@ -74,12 +78,22 @@ class Secrets:
         return Masker(self._values)
 
 
-def run_secrets(registry: Registry, env: Mapping[str, str]) -> Secrets:
-    """What a run knows to be secret before it starts: the registry password and a scoring
-    key, from the environment variables deploy.yaml and deployer name."""
+def run_secrets(
+    registry: Registry, env: Mapping[str, str], targets: Iterable[object] = ()
+) -> Secrets:
+    """What a run knows to be secret before it starts: the registry password and the
+    scoring keys, from the environment variables deploy.yaml (the registry's, and each
+    ``auth: key`` target's ``key_env`` and ``secondary_key_env``) and deployer name."""
+    names = [SCORING_KEY_ENV, SECONDARY_SCORING_KEY_ENV]
+    if registry.auth != "none":
+        names.insert(0, registry.password_env)
+    for target in targets:
+        names += key_env_names(target)
     values = []
-    if registry.auth != "none" and env.get(registry.password_env):
-        values.append(env[registry.password_env])
-    if env.get(SCORING_KEY_ENV):
-        values.append(env[SCORING_KEY_ENV])
+    for name in names:
+        value = env.get(name, "")
+        if value:
+            values.append(value)
+            if value.strip() != value:  # a key is used stripped: mask that form too
+                values.append(value.strip())
     return Secrets(values)

@@ -86,7 +86,7 @@ def load(args: argparse.Namespace, check_files: bool = True) -> tuple[DeployConf
     from deployer.secrets import run_secrets
 
     config = load_config(args.config, check_files=check_files)
-    secrets = run_secrets(config.registry, os.environ)
+    secrets = run_secrets(config.registry, os.environ, config.targets.values())
     args.secrets = secrets  # for masking the error that may stop the command (cli.main)
     job = github_job(args)
     if job is not None:

@@ -32,6 +32,7 @@ def _session(progress: Sink, secrets: Secrets) -> Session:
 def cmd_test(args: argparse.Namespace) -> int:
     from deployer.operate import status
     from deployer.plan import select_targets
+    from deployer.scoring_keys import scoring_keys, uses_keys
     from deployer.verify import run_tests
 
     config, secrets = load(args, check_files=False)
@@ -49,6 +50,10 @@ def cmd_test(args: argparse.Namespace) -> int:
             uri, headers = found.live.endpoint.scoring_uri, dict(found.live.endpoint.headers)
         else:
             uri = _reported_uri(args.report_dir, target)
+    settings = config.targets[target]
+    if not headers and uses_keys(settings):
+        # An endpoint behind auth: key, given by URI: its key from the CI secret.
+        headers = scoring_keys(settings, os.environ, secrets).headers
     # The files tests send are read beside deploy.yaml (loaded without checking them).
     result = run_tests(uri, config.tests, headers, base_dir=args.config.resolve().parent)
     print_tests(result, secrets.masker())

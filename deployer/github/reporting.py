@@ -200,7 +200,8 @@ def _secrets_of(config: str, env: Mapping[str, str]) -> tuple[list[str], str]:
     from deployer.secrets import run_secrets
 
     try:
-        return run_secrets(load_config(config, check_files=False).registry, env).values, ""
+        loaded = load_config(config, check_files=False)
+        return run_secrets(loaded.registry, env, loaded.targets.values()).values, ""
     except DeployerError as error:
         default = Registry.model_fields["password_env"].default
         guess = run_secrets(Registry(address="unknown", auth="basic"), env).values

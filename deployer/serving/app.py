@@ -12,12 +12,19 @@ scoring thread (scoring.py explains why, and what it costs), in arrival order, o
 run() at a time; ``/swagger.json`` and ``/score`` that arrive during init() wait for it.
 A worker holds at most ``limit_concurrency`` /score requests (running and waiting);
 past that, 503 with Retry-After at once, as uvicorn's ``limit_concurrency`` does.
+
+With scoring keys (config.py: ``DEPLOYER_SCORING_KEY``, ``..._SECONDARY``), ``/score`` and
+``/swagger.json`` need ``Authorization: Bearer <key>``, checked before anything else
+(before waiting for init()); the probes stay open. Without keys the check costs one
+attribute test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 import uuid
@@ -57,6 +64,15 @@ PROMETHEUS = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n"
 ALLOW = b"allow: HEAD, OPTIONS, GET\r\n"
 RETRY = b"retry-after: 1\r\n"
 _OTHER_PATHS = frozenset({"/", "/ready", "/metrics", "/swagger.json"})
+# A missing or wrong key, answered as Azure ML's key-authenticated online endpoints answer
+# it: 401 with the plain-text reason key_auth_access_denied (the body users report from
+# them: MicrosoftDocs/azure-docs issue #98265, "Error connecting to end point
+# key_auth_access_denied"; 401 "Unauthorized" in how-to-troubleshoot-online-endpoints.md's
+# status code table). Azure's own challenge header is not documented; this one is RFC
+# 6750 section 3's: "Bearer" when no key came, with error="invalid_token" for a wrong one.
+UNAUTHORIZED_BODY = b"key_auth_access_denied"
+CHALLENGE_MISSING = b"www-authenticate: Bearer\r\n"
+CHALLENGE_INVALID = b'www-authenticate: Bearer error="invalid_token"\r\n'
 
 MSG_NOT_FOUND = (
     "The requested URL was not found on the server. If you entered the URL "
@@ -75,7 +91,12 @@ class App:
         metrics: Metrics,
         access_log: AccessLog,
         deadline: Deadline,
+        *,
+        scoring_keys: tuple[str, ...] = (),
     ):
+        # SHA-256 of each key: comparing digests takes the same time whatever the length
+        # of the key sent, and the keys themselves are not kept on the App.
+        self.key_digests = tuple(hashlib.sha256(k.encode()).digest() for k in scoring_keys)
         self.max_bytes = max_request_bytes
         self.limit = limit_concurrency
         self.metrics = metrics
@@ -131,6 +152,10 @@ class App:
             return 431, [JSON, NOT_FAILED, *ids], message(too_long)
         path = req.path
         if path in {"/score", "/swagger.json"}:
+            if self.key_digests:
+                challenge = self._refused(req)
+                if challenge is not None:
+                    return 401, [TEXT, challenge, *ids], UNAUTHORIZED_BODY
             if not self.ready:
                 if self.failed:
                     return self._not_serving(ids)
@@ -141,6 +166,21 @@ class App:
             if path == "/score":
                 return self._queue(req, ids, conn)
         return self._other(req, ids)
+
+    def _refused(self, req: Request) -> bytes | None:
+        """None if ``req`` carries one of the keys; else the challenge line to answer 401
+        with. Every key is compared, in constant time, whichever matches."""
+        header = req.authorization
+        if header is None:
+            return CHALLENGE_MISSING
+        scheme, _, token = header.strip().partition(b" ")
+        if scheme.lower() != b"bearer":
+            return CHALLENGE_MISSING  # another scheme: no bearer key came
+        digest = hashlib.sha256(token.strip()).digest()
+        matched = False
+        for key in self.key_digests:
+            matched |= hmac.compare_digest(digest, key)
+        return None if matched else CHALLENGE_INVALID
 
     def _queue(self, req: Request, ids: list[bytes], conn: HttpProtocol) -> Response | None:
         if len(self.jobs) >= self.limit:

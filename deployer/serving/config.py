@@ -6,6 +6,12 @@ The environment variable names are the ones Azure ML's inference server reads
 ``DEPLOYER_CANDIDATE_PORT``, ``DEPLOYER_INSTANCE``, ``DEPLOYER_STATE_DIR``); the toolkit's
 Dockerfile and deploy targets set them, so the names are part of the contract.
 
+With ``DEPLOYER_SCORING_KEY`` set (and optionally ``DEPLOYER_SCORING_KEY_SECONDARY``, also
+accepted, so a key can be rotated without downtime), ``/score`` and ``/swagger.json`` need
+``Authorization: Bearer <key>`` (app.py). Keys come from the environment only, never from
+flags: a command line is visible to every user of the host (``ps``), and the supervisor
+passes its settings to workers as flags while they inherit its environment.
+
 ``--instance`` names the control socket (control.py) through which a deploy hands the
 service port from one running version to the next; ``--candidate-port`` starts a new
 version on a private port until it is told to take the service port over (instance.py).
@@ -17,7 +23,7 @@ import argparse
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5001
@@ -38,6 +44,12 @@ DRAIN_MARGIN_S = 2
 # Where the promotion marker lives: inside the container's own filesystem, so it survives
 # a restart of that container and dies with it.
 DEFAULT_STATE_DIR = "/tmp/deployer-serving"
+# A scoring key shorter than this is refused at start: 16 characters of a random
+# token_urlsafe() key carry 96 bits, and anything shorter is more likely a placeholder
+# ("changeme", an unfilled "${SCORING_KEY}") than a key; the keys deployer's docs suggest
+# (secrets.token_urlsafe(32)) have 43.
+MIN_KEY_LENGTH = 16
+_KEY_CHARS = re.compile(r"[\x21-\x7e]+")  # visible ASCII: it arrives in an HTTP header
 # Instance names become part of a socket address and a file name: keep them plain.
 INSTANCE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
@@ -57,6 +69,9 @@ ENV_NAMES: dict[str, tuple[str, ...]] = {
     "candidate_port": ("DEPLOYER_CANDIDATE_PORT",),
     "instance": ("DEPLOYER_INSTANCE",),
     "state_dir": ("DEPLOYER_STATE_DIR",),
+    # Environment only (no flags): see the module docstring.
+    "scoring_key": ("DEPLOYER_SCORING_KEY",),
+    "scoring_key_secondary": ("DEPLOYER_SCORING_KEY_SECONDARY",),
 }
 
 
@@ -75,6 +90,15 @@ class Settings:
     candidate_port: int | None = None
     instance: str | None = None
     state_dir: str = DEFAULT_STATE_DIR
+    # Secrets: out of repr (settings may be logged) and of to_argv (workers inherit the
+    # environment they come from).
+    scoring_key: str | None = field(default=None, repr=False)
+    scoring_key_secondary: str | None = field(default=None, repr=False)
+
+    @property
+    def scoring_keys(self) -> tuple[str, ...]:
+        """The keys /score accepts; () when it needs none."""
+        return tuple(k for k in (self.scoring_key, self.scoring_key_secondary) if k)
 
     def to_argv(self) -> list[str]:
         """The flags that reproduce these settings (how worker processes get them)."""
@@ -227,6 +251,8 @@ def parse_settings(
         "header_timeout_s": _positive,
         "candidate_port": _port,
         "instance": _instance,
+        "scoring_key": _scoring_key,
+        "scoring_key_secondary": _scoring_key,
     }
     for dest, names in ENV_NAMES.items():
         if args.get(dest) is not None:
@@ -243,6 +269,11 @@ def parse_settings(
     for dest, flag in (("entry_script", "--entry-script"), ("model_dir", "--model-dir")):
         if not args.get(dest):
             parser.error(f"{flag} (or {ENV_NAMES[dest][0]}) is required")
+    if args.get("scoring_key_secondary") and not args.get("scoring_key"):
+        parser.error(
+            "DEPLOYER_SCORING_KEY_SECONDARY is set but DEPLOYER_SCORING_KEY is not: the "
+            "secondary key is the one also accepted during a rotation"
+        )
     if args.get("candidate_port") is not None:
         if not args.get("instance"):
             parser.error(
@@ -296,4 +327,22 @@ def _instance(raw: str) -> str:
         raise argparse.ArgumentTypeError(
             f"not an instance name (letters, digits, '.', '_', '-'; up to 100): {raw!r}"
         )
+    return raw
+
+
+def key_problem(value: str) -> str | None:
+    """Why a scoring key cannot be used, in words that never repeat it; None if it can."""
+    if len(value) < MIN_KEY_LENGTH:
+        return f"is shorter than {MIN_KEY_LENGTH} characters"
+    if not _KEY_CHARS.fullmatch(value):
+        return "must be printable ASCII without spaces (it is sent in an HTTP header)"
+    if value.startswith("${") and value.endswith("}"):
+        return "is an unfilled ${...} placeholder, not a key"
+    return None
+
+
+def _scoring_key(raw: str) -> str:
+    problem = key_problem(raw)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"the scoring key {problem}")
     return raw

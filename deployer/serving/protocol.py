@@ -102,6 +102,7 @@ _SPECIAL = frozenset(
         b"x-ms-request-id",
         b"x-ms-client-request-id",
         b"traceid",
+        b"authorization",
     }
 )
 
@@ -622,6 +623,8 @@ class HttpProtocol(asyncio.Protocol):
                 req.client_id = value
             elif name == b"traceid":
                 req.trace = value
+            elif name == b"authorization":
+                req.authorization = value
             elif name == b"expect":
                 self.expect = value.lower() == b"100-continue"
 

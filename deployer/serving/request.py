@@ -32,6 +32,7 @@ class Request:
     legacy_id: bytes | None = None
     client_id: bytes | None = None
     trace: bytes | None = None
+    authorization: bytes | None = None  # a secret: never logged (app.py checks it)
     keep_alive = True
     http10 = False  # an HTTP/1.0 client: no chunked answers
     peer: str | None = None
@@ -52,6 +53,7 @@ PULLED_HEADERS = {
     b"x-ms-request-id": "legacy_id",
     b"x-ms-client-request-id": "client_id",
     b"traceid": "trace",
+    b"authorization": "authorization",
 }
 
 

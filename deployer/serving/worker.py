@@ -100,6 +100,13 @@ def run_worker(
         server.listen(role, sock, accepting)
         host, port = sock.getsockname()[:2]
         log.info("listening on http://%s:%s (%s, worker pid %d)", host, port, role, os.getpid())
+    if settings.scoring_keys:
+        log.info(
+            "auth: key: /score and /swagger.json need 'Authorization: Bearer <key>' "
+            "(%d key%s accepted)",
+            len(settings.scoring_keys),
+            "s" if len(settings.scoring_keys) > 1 else "",
+        )
     handoff = None
     if handoff_token is not None and settings.workers > 1:
         handoff = Handoff(server, metrics, handoff_token, metrics.index)
@@ -154,7 +161,12 @@ def _http_server(
 ) -> HttpServer:
     deadline = Deadline(settings.scoring_timeout_ms)
     app = App(
-        settings.max_request_bytes, settings.limit_concurrency, metrics, AccessLog(), deadline
+        settings.max_request_bytes,
+        settings.limit_concurrency,
+        metrics,
+        AccessLog(),
+        deadline,
+        scoring_keys=settings.scoring_keys,
     )
     limits = Limits(settings.max_request_bytes, settings.max_connections, settings.header_timeout_s)
     server = HttpServer(app, loop, limits)

@@ -300,3 +300,29 @@ def test_repeated_request_headers_reach_the_script_joined_on_both(
         view = json.loads(body)
         views.append((view["repeated"], view["repeated_list"]))
     assert views == [("one,two", ["one,two"])] * 2
+
+
+def test_a_keyed_request_is_answered_as_azureml_answers_it(
+    serve: ServeFactory, azureml_serve: ServeFactory
+) -> None:
+    """azmlinfsrv 1.5.1 has no key check of its own (in Azure ML the endpoint's gateway
+    checks keys, and its swagger only declares a Bearer scheme), so it ignores
+    DEPLOYER_SCORING_KEY: there is no 401 of theirs to compare. What must match is the
+    answer to a request that carries the key: a client written for Azure ML, sending
+    Authorization, gets the same answer from ours behind auth: key."""
+    key = "compat-k3y-0123456789abcdef"
+    env = {**ENV, "DEPLOYER_SCORING_KEY": key}
+    ours, theirs = serve("echo.py", env=env), azureml_serve("echo.py", env=env)
+    keyed = {**JSON_CT, "Authorization": f"Bearer {key}"}
+    for method, path, body in (
+        ("POST", "/score", json.dumps({"kind": "dict"}).encode()),
+        ("POST", "/score", json.dumps({"kind": "fail"}).encode()),
+        ("GET", "/swagger.json", None),
+        ("GET", "/", None),
+    ):
+        mine = comparable(ours.request(method, path, body, keyed), method)
+        reference = comparable(theirs.request(method, path, body, keyed), method)
+        assert mine == reference, (method, path)
+    unkeyed = theirs.request("POST", "/score", json.dumps({"kind": "dict"}).encode(), JSON_CT)
+    assert unkeyed.status == 200  # theirs: no key check
+    assert ours.post({"kind": "dict"}).status == 401
