@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from deployer.buildcontext import BuildContext, ImageRef
 from deployer.errors import DeployerError
 from deployer.events import Event, Sink
-from deployer.registry_auth import Credentials
+from deployer.registry_auth import BASIC_REJECTED, Credentials
 
 if TYPE_CHECKING:
     import docker
@@ -126,14 +126,16 @@ class ImageBuilder:
             stream=True,
             decode=True,
         )
-        digest = self._follow_push(stream, ref)
+        digest = self._follow_push(stream, ref, credentials)
         return PushOutcome(ref, True, digest)
 
-    def _follow_push(self, stream: Iterable[dict[str, Any]], ref: ImageRef) -> str:
+    def _follow_push(
+        self, stream: Iterable[dict[str, Any]], ref: ImageRef, credentials: Credentials | None
+    ) -> str:
         digest = ""
         for chunk in stream:
             if "error" in chunk:
-                raise DeployerError(registry_error(ref, str(chunk["error"])))
+                raise DeployerError(registry_error(ref, str(chunk["error"]), credentials))
             aux = chunk.get("aux")
             if isinstance(aux, dict) and "Digest" in aux:
                 digest = str(aux["Digest"])
@@ -158,7 +160,7 @@ class ImageBuilder:
             message = str(exc.explanation or exc)
             if "manifest unknown" in message or "not found" in message.lower():
                 return ""
-            raise DeployerError(registry_error(ref, message)) from None
+            raise DeployerError(registry_error(ref, message, credentials)) from None
         return str(data.id)
 
 
@@ -172,17 +174,20 @@ def _with_conda_hint(failed: BuildFailed, context: BuildContext) -> BuildFailed:
     return BuildFailed(f"{failed}; {hint}", failed.log_tail) if hint else failed
 
 
-def registry_error(ref: ImageRef, message: str) -> str:
+def registry_error(ref: ImageRef, message: str, credentials: Credentials | None = None) -> str:
     """One clear sentence for what registries answer (401, 404, unreachable)."""
     lowered = message.lower()
     where = f"registry {ref.registry}"
     if "unauthorized" in lowered or "authentication required" in lowered or "401" in lowered:
-        return (
-            f"{where} rejected the credentials (401 unauthorized): check the username and "
-            "password in the environment variables registry.username_env/password_env name"
-        )
+        hint = credentials.if_rejected if credentials else BASIC_REJECTED
+        said = f" (it said: {message.strip()})" if credentials and credentials.if_denied else ""
+        return f"{where} rejected the credentials (401 unauthorized): {hint}{said}"
     if "denied" in lowered or "403" in lowered:
-        return f"{where} denied access to {ref.repository} (403): the user may not push there"
+        hint = credentials.if_denied if credentials and credentials.if_denied else ""
+        return (
+            f"{where} denied access to {ref.repository} (403): "
+            f"{hint or 'the user may not push there'}"
+        )
     if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
         return (
             f"{where} is unreachable ({message.strip()}): is it running and is the address right?"

@@ -13,15 +13,18 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deployer.buildcontext import ImageRef
 from deployer.errors import DeployerError
 from deployer.events import Event, Sink
 from deployer.plan import Plan, TargetPlan
-from deployer.registry_auth import credentials_for
+from deployer.registry_auth import plan_credentials
 from deployer.report import JSON_NAME, DeployReport, TargetReport
 from deployer.targets.contract import Version
+
+if TYPE_CHECKING:
+    from deployer.secrets import Secrets
 
 ImageCheck = Callable[[ImageRef], bool | None]
 
@@ -108,7 +111,9 @@ def _changes_from_live(target: TargetPlan, version: Version | None) -> list[str]
     return changes
 
 
-def registry_check(plan: Plan, progress: Sink, env: Mapping[str, str] = os.environ) -> ImageCheck:
+def registry_check(
+    plan: Plan, progress: Sink, env: Mapping[str, str] = os.environ, secrets: Secrets | None = None
+) -> ImageCheck:
     """Ask the registry (through the Docker engine) whether each image exists; None when
     the engine, the registry or its credentials are not available here."""
     from deployer import docker_engine
@@ -116,7 +121,7 @@ def registry_check(plan: Plan, progress: Sink, env: Mapping[str, str] = os.envir
 
     try:
         client = docker_engine.connect()
-        credentials = credentials_for(plan.config.registry, env)
+        credentials = plan_credentials(plan, env, secrets)
     except DeployerError as exc:
         progress(Event("warning", f"cannot check the registry, images not checked: {exc}"))
         return lambda ref: None

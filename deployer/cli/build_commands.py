@@ -65,7 +65,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     plan = make_plan(config, args.config, args.targets)
     progress = ConsoleProgress(secrets=secrets)
     try:
-        results = build_images(plan, progress, push=args.push, no_cache=args.no_cache)
+        results = build_images(
+            plan, progress, push=args.push, no_cache=args.no_cache, secrets=secrets
+        )
     finally:
         progress.close()
     for built, pushed in results:

@@ -36,10 +36,12 @@ from deployer.config.fields import (
     RegistryAddress,
     RelativeFile,
     RelativePath,
+    ResourceGroup,
     Rule,
     Section,
     ServiceName,
     TargetName,
+    Uuid,
     VersionString,
     _check_keys_in_schema,
     describe,
@@ -201,8 +203,17 @@ class Server(Section):
     )
 
 
+_ACR_NAME_PATTERN = r"^[a-zA-Z0-9]{5,50}$"
+AcrName = Annotated[
+    str,
+    Rule("registry name", "5 to 50 letters and digits (Azure's rule)", _ACR_NAME_PATTERN, 5, 50),
+]
+_ACR_ONLY = ("admin_user", "subscription_id", "resource_group", "name")
+
+
 class Registry(Section):
-    """Where images are pushed. Credentials are named by environment variable, never inlined."""
+    """Where images are pushed. Credentials are named by environment variable, never inlined;
+    an Azure Container Registry's come from the identity deployer runs as."""
 
     address: RegistryAddress = Field(
         description="host[:port][/namespace], e.g. myregistry.azurecr.io or 127.0.0.1:5000."
@@ -210,16 +221,85 @@ class Registry(Section):
     auth: Literal["none", "basic", "acr"] = Field(
         default="none",
         description="none: an open registry; basic: user name and password from the "
-        "environment variables below; acr: the same, for an Azure Container Registry.",
+        "environment variables below; acr: an Azure Container Registry, pushed to with a "
+        "token exchanged for the Entra ID identity deployer runs as (az login, azure/login, "
+        "AZURE_CLIENT_*), as 'az acr login' does; the identity needs AcrPush on it.",
     )
     username_env: EnvVarName = Field(
         default="REGISTRY_USERNAME",
-        description="Name of the environment variable holding the user name (not the name itself).",
+        description="Name of the environment variable holding the user name (not the name "
+        "itself). With auth: acr, what the targets' platforms pull with.",
     )
     password_env: EnvVarName = Field(
         default="REGISTRY_PASSWORD",
         description="Name of the environment variable holding the password (not the password).",
     )
+    admin_user: bool = Field(
+        default=False,
+        description="auth: acr only: push as the registry's admin user instead, its password "
+        "read from Azure Resource Manager (needs subscription_id and resource_group, the "
+        "admin user enabled, and the right to list the registry's credentials).",
+    )
+    subscription_id: Uuid | None = Field(
+        default=None, description="With admin_user: the registry's subscription."
+    )
+    resource_group: ResourceGroup | None = Field(
+        default=None, description="With admin_user: the registry's resource group."
+    )
+    name: AcrName | None = Field(
+        default=None,
+        description="auth: acr only: the registry's Azure resource name, as in 'az acr show "
+        "--name'. Default: the address's first label (myregistry of myregistry.azurecr.io).",
+    )
+
+    @property
+    def acr_name(self) -> str | None:
+        """The registry's Azure resource name: ``name``, else the address's first label when
+        it can be one (not an IP address's)."""
+        if self.name:
+            return self.name
+        label = self.address.split("/", 1)[0].split(":", 1)[0].split(".", 1)[0]
+        return label if re.fullmatch(_ACR_NAME_PATTERN, label) and not label.isdigit() else None
+
+    @model_validator(mode="after")
+    def _acr_settings(self) -> Registry:
+        given = [key for key in _ACR_ONLY if getattr(self, key) not in (None, False)]
+        if self.auth != "acr" and given:
+            raise error(
+                "conflict",
+                "{key} is for auth: acr (an Azure Container Registry); remove it or set auth: acr",
+                key=given[0],
+                at=given[0],
+            )
+        if self.admin_user:
+            missing = [k for k in ("subscription_id", "resource_group") if getattr(self, k) is None]
+            if missing:
+                raise error(
+                    "required",
+                    "admin_user reads the admin password from Azure Resource Manager: set "
+                    "{missing} (where the registry is)",
+                    missing=" and ".join(missing),
+                    at="admin_user",
+                )
+            if self.acr_name is None:
+                raise error(
+                    "required",
+                    "admin_user needs the registry's Azure resource name, and the address "
+                    "{address!r} does not start with one: set name",
+                    address=self.address,
+                    at="admin_user",
+                )
+        else:
+            extra = [k for k in ("subscription_id", "resource_group") if getattr(self, k)]
+            if extra:
+                raise error(
+                    "conflict",
+                    "{key} is used only with admin_user: true (the default token exchange "
+                    "needs none); remove it or set admin_user: true",
+                    key=extra[0],
+                    at=extra[0],
+                )
+        return self
 
 
 HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
@@ -487,6 +567,13 @@ class DeployConfig(Section):
         default_factory=Server, description="The scoring server's workers and limits."
     )
     registry: Registry = Field(description="Where images are pushed, and how to log in.")
+    azure_cloud: Literal["AzureCloud", "AzureChinaCloud", "AzureUSGovernment"] | None = Field(
+        default=None,
+        description="The Azure cloud of the Azure targets and of an ACR registry, named as "
+        "'az cloud list' names it. Unset: the environment variable DEPLOYER_AZURE_CLOUD (one "
+        "of these names, or a custom cloud as a JSON file from 'az cloud show'), else "
+        "AzureCloud.",
+    )
     tests: ScoringTests = Field(
         default_factory=ScoringTests, description="Requests that check each deployment."
     )
