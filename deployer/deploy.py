@@ -18,18 +18,19 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from typing import TYPE_CHECKING
 
 from deployer import docker_engine
 from deployer.build import BuildFailed, BuildOutcome, ImageBuilder, PushOutcome
-from deployer.errors import DeployerError, DeployFailed
+from deployer.errors import DeployerError, DeployFailed, UserError
 from deployer.events import Event, Sink
 from deployer.operate import connected
 from deployer.plan import Plan, TargetPlan
-from deployer.registry_auth import credentials_for
+from deployer.registry_auth import Credentials, plan_credentials
 from deployer.report import DeployReport, TargetReport
 from deployer.rollout import Interrupted, rollout
+from deployer.scoring_keys import how_to_call, key_env_names
 from deployer.secrets import Secrets
 from deployer.targets import kinds
 from deployer.targets.contract import Deadline, Endpoint, Release, Session, TargetRef
@@ -50,6 +51,8 @@ class Images:
     built: dict[str, BuildOutcome] = field(default_factory=dict)
     pushed: dict[str, PushOutcome] = field(default_factory=dict)
     no_cache: bool = False
+    # The run's secrets: registry credentials made for the run (an ACR token) join them.
+    secrets: Secrets | None = None
 
     def build(self, target: TargetPlan) -> BuildOutcome:
         repository = target.image.repository
@@ -63,10 +66,15 @@ class Images:
     def push(self, target: TargetPlan) -> PushOutcome:
         repository = target.image.repository
         if repository not in self.pushed:
-            credentials = credentials_for(self.plan.config.registry, self.env)
             builder = ImageBuilder(self.client(), self.progress)
-            self.pushed[repository] = builder.ensure_pushed(target.image, credentials)
+            self.pushed[repository] = builder.ensure_pushed(target.image, self.credentials)
         return self.pushed[repository]
+
+    @cached_property
+    def credentials(self) -> Credentials | None:
+        """The registry's credentials, worked out once a run (an ACR token exchange is a
+        round trip to Entra ID and to the registry)."""
+        return plan_credentials(self.plan, self.env, self.secrets)
 
 
 def docker_client_factory() -> Callable[[], docker.DockerClient]:
@@ -75,9 +83,9 @@ def docker_client_factory() -> Callable[[], docker.DockerClient]:
 
 
 def build_images(
-    plan: Plan, progress: Sink, push: bool, no_cache: bool = False
+    plan: Plan, progress: Sink, push: bool, no_cache: bool = False, secrets: Secrets | None = None
 ) -> list[tuple[BuildOutcome, PushOutcome | None]]:
-    images = Images(plan, progress, docker_client_factory(), no_cache=no_cache)
+    images = Images(plan, progress, docker_client_factory(), no_cache=no_cache, secrets=secrets)
     results = []
     for target in plan.targets:
         if target.image.repository in images.built:
@@ -93,6 +101,9 @@ class DeployRun:
     # Exceptions that were bugs in deployer (not the platform's or the user's doing): the
     # caller prints their tracebacks after writing the report, and exits 70.
     bugs: list[str] = field(default_factory=list)
+    # A target failed on the user's input (a missing secret, a setting the platform refuses
+    # before anything is deployed): the run exits 2, not 1.
+    usage_error: bool = False
 
 
 def deploy(
@@ -107,7 +118,7 @@ def deploy(
 
     ``ready_timeout_s`` overrides every target's ``ready_timeout_s`` from deploy.yaml.
     """
-    images = Images(plan, progress, docker_client_factory(), env=env)
+    images = Images(plan, progress, docker_client_factory(), env=env, secrets=secrets)
     session = Session(progress, secrets, env)
     config = plan.config
     run = DeployRun(
@@ -141,6 +152,9 @@ def deploy(
         except DeployFailed as exc:
             entry.error, entry.logs = str(exc), exc.logs
             entry.tests = exc.tests if isinstance(exc.tests, TestRun) else entry.tests
+        except UserError as exc:
+            entry.error = str(exc)
+            run.usage_error = True
         except DeployerError as exc:
             entry.error = str(exc)
         except Exception as exc:
@@ -184,6 +198,7 @@ def _deploy_target(
     if endpoint is not None:
         entry.scoring_uri, entry.swagger_uri = endpoint.scoring_uri, endpoint.swagger_uri
         entry.auth_headers = sorted(endpoint.headers)
+        entry.auth = how_to_call(key_env_names(target.target))
     entry.tests, entry.logs, entry.notes = outcome.tests, outcome.logs, outcome.notes
     return outcome.interrupted
 

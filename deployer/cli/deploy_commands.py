@@ -51,8 +51,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     json_path, md_path = reports.write(run.report, args.report_dir, masker)
     _print_report(run.report, masker)
     print(f"report: {json_path} {md_path}")
-    code = 0 if run.report.passed else 1
-    if code and args.ignore_test_failures and run.report.only_tests_failed:
+    code = 0 if run.report.passed else 2 if run.usage_error else 1
+    if code == 1 and args.ignore_test_failures and run.report.only_tests_failed:
         print(
             "warning: tests failed (see the report); exit 0 because of --ignore-test-failures",
             file=sys.stderr,
@@ -114,7 +114,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if baseline is None and job is not None and len(live) < len(plan.targets):
             names = [target.name for target in plan.targets]
             baseline = job.last_deploy(str(plan.inputs.config_path), names, progress)
-        check = registry_check(plan, progress) if args.check_registry else (lambda ref: None)
+        check = (
+            registry_check(plan, progress, secrets=secrets)
+            if args.check_registry
+            else (lambda ref: None)
+        )
         result = preview(plan, baseline, check, live)
     finally:
         progress.close()

@@ -58,10 +58,18 @@ class TargetRef:
     settings: TargetConfig  # the target's section, narrowed by each kind to its Config
     registry: Registry
     server: Server
+    azure_cloud: str | None = None  # deploy.yaml's azure_cloud (the Azure kinds' cloud)
 
     @classmethod
     def of(cls, config: DeployConfig, name: str) -> TargetRef:
-        return cls(config.name, name, config.targets[name], config.registry, config.server)
+        return cls(
+            config.name,
+            name,
+            config.targets[name],
+            config.registry,
+            config.server,
+            config.azure_cloud,
+        )
 
     @property
     def kind(self) -> str:
@@ -265,6 +273,26 @@ def _overlap(seen: list[str], lines: list[str]) -> int:
         if seen[-size:] == lines[:size]:
             return size
     return 0
+
+
+def probe_ready(ready_url: str, timeout_s: float = 3.0) -> tuple[Health, str]:
+    """Health as a client sees it: the scoring server's ``GET /ready`` (200 ready, 503 while
+    init() runs), for drivers whose platform cannot tell readiness itself."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(ready_url, timeout=timeout_s) as response:
+            status = int(response.status)
+    except urllib.error.HTTPError as error:
+        status = int(error.code)
+    except (urllib.error.URLError, OSError):
+        return "unhealthy", f"nothing answers at {ready_url}"
+    if status == 200:
+        return "healthy", ""
+    if status == 503:
+        return "starting", "GET /ready answers 503: init() has not finished"
+    return "unhealthy", f"GET /ready answers {status}"
 
 
 class NotAvailable(UserError):

@@ -80,6 +80,13 @@ class Platform(Protocol):
     # How the platform replaces a version (the driver's declaration): what to expect of
     # requests during a switch and of rollbacks.
     replacement: str
+    # True where moving the service to another version restarts it (ACI restarts a group
+    # to change its image): requests fail during a switch, and the suite counts them
+    # instead of asserting none did.
+    switch_drops_requests: bool
+    # The steps of the driver's protocol that ``fail`` and ``hold`` can stop (a platform
+    # without a step, such as ACI's ``pause``, skips the scenarios at it).
+    steps: tuple[str, ...]
 
     def target_yaml(self, ready_timeout_s: float) -> str:
         """The target's mapping in deploy.yaml (flow style, one line)."""

@@ -7,6 +7,7 @@ The cloud drivers add theirs here, each backed by its test double on 127.0.0.1; 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ class LocalPlatform:
 
     kind = "local"
     replacement = "candidate"
+    switch_drops_requests = False
+    steps = tuple(LOCAL_STEPS)
 
     def __init__(self, engine: DockerEngineDouble, client: Any, port: int) -> None:
         self.engine = engine
@@ -85,7 +88,99 @@ def local_platform(tmp: Path, dev_env: dict[str, str], client: Any) -> Iterator[
         yield LocalPlatform(engine, client, free_port())
 
 
+# The aci driver's protocol, as Azure Resource Manager calls (deployer/targets/aci).
+_GROUP = r"/providers/Microsoft\.ContainerInstance/containerGroups/"
+ACI_STEPS = {
+    # apply: the candidate group is created
+    "apply": ("PUT", _GROUP + r"[^/?]+-candidate\?"),
+    # promote: the service group is updated to the new version
+    "promote": ("PUT", _GROUP + r"(?![^/?]+-candidate\?)[^/?]+\?"),
+    # confirm: the service group's tags record the new version
+    "confirm": ("PATCH", _GROUP + r"[^/?]+\?"),
+}
+
+
+class AciPlatform:
+    """``aci``: the ARM and Entra doubles (tests/doubles/azure), whose container groups run
+    as real containers on the Docker engine, each on a port of its own."""
+
+    kind = "aci"
+    replacement = "candidate"
+    # ACI restarts a group to change its image: the service is down while it restarts.
+    switch_drops_requests = True
+    steps = tuple(ACI_STEPS)
+
+    def __init__(self, azure: Any, workdir: Path) -> None:
+        self.azure = azure
+        self.workdir = workdir
+        self.label = f"cf-{uuid.uuid4().hex[:10]}"
+        self._last_url = "http://localhost:9/score"  # until a service group exists
+
+    def target_yaml(self, ready_timeout_s: float) -> str:
+        return (
+            f'{{type: aci, subscription_id: "{self.azure.subscription_id}", '
+            f"resource_group: {self.azure.resource_group}, location: westeurope, "
+            f"dns_name_label: {self.label}, ready_timeout_s: {ready_timeout_s}}}"
+        )
+
+    def env(self) -> dict[str, str]:
+        return {**self.azure.env(), "DEPLOYER_AZURE_CLOUD": str(self._cloud())}
+
+    def _cloud(self) -> Path:
+        path = self.workdir / "cloud.json"
+        if not path.exists():
+            self.azure.cloud_file(path)
+        return path
+
+    def service_url(self) -> str:
+        """The service group's URI (the double gives each group a port of its own), or the
+        last one seen once the group is gone."""
+        for group in self.azure.groups():  # this double serves one service: the suite's
+            if group["tags"].get("ai.deployer.role") == "service" and group["port"]:
+                self._last_url = f"http://localhost:{group['port']}/score"
+        return self._last_url
+
+    def _groups(self, service: str, target: str) -> list[dict[str, Any]]:
+        from deployer.targets.aci.driver import group_names
+
+        names = set(group_names(service, target))
+        return [g for g in self.azure.groups() if g["name"] in names]
+
+    def live_versions(self, service: str, target: str) -> list[str]:
+        return [
+            str(g["tags"].get("ai.deployer.revision"))
+            for g in self._groups(service, target)
+            if not g["name"].endswith("-candidate") and g["state"] == "Running"
+        ]
+
+    def leftovers(self, service: str, target: str) -> list[str]:
+        return [
+            f"{g['name']} ({g['state']})"
+            for g in self._groups(service, target)
+            if g["name"].endswith("-candidate") or g["state"] != "Running"
+        ]
+
+    def fail(self, step: str) -> Step:
+        method, path = ACI_STEPS[step]
+        # Not a 5xx or 429: azure-core's retry policy retries those, as it should.
+        return self.azure.fail(
+            method, path, status=409, code="Conflict", message="injected by the ARM double"
+        )
+
+    def hold(self, step: str) -> Step:
+        method, path = ACI_STEPS[step]
+        return self.azure.hold(method, path)
+
+
+@contextlib.contextmanager
+def aci_platform(tmp: Path, dev_env: dict[str, str], client: Any) -> Iterator[Platform]:
+    from tests.doubles.azure import AzureDouble
+
+    with AzureDouble(tmp / "azure", dev_env) as azure:
+        yield AciPlatform(azure, tmp)
+
+
 PlatformFactory = Callable[[Path, dict[str, str], Any], contextlib.AbstractContextManager[Platform]]
 
 # The one list of platforms the suite runs against.
-PLATFORMS: dict[str, PlatformFactory] = {"local": local_platform}
+PLATFORMS: dict[str, PlatformFactory] = {"local": local_platform, "aci": aci_platform}

@@ -79,18 +79,19 @@ def test_a_plan_whose_token_cannot_read_artifacts_warns_and_still_comments(
 
 def test_a_failed_deploy_is_an_error_annotation_and_a_failed_report(cli_job: MakeJob) -> None:
     job = cli_job()
-    run = job.cli("deploy", "-c", "deploy.yaml", "-t", "staging", "--report-dir", str(job.reports))
+    run = job.cli("deploy", "-c", "deploy.yaml", "-t", "edge", "--report-dir", str(job.reports))
     assert run.returncode == 1
     (error,) = [c for c in run.commands if c.startswith("::error")]
     assert error.startswith(
-        "::error title=deployer%3A staging (aci)::deploying to 'aci' targets is not available"
+        "::error title=deployer%3A edge (iot_edge)::"
+        "deploying to 'iot_edge' targets is not available"
     )
     (body,) = job.github.bodies(42)
-    assert "<!-- deployer-section: deploy staging -->\n### Deploy of `diabetes`: FAILED" in body
-    assert "| staging | aci | ❌ failed | - | not run | - |" in body
+    assert "<!-- deployer-section: deploy edge -->\n### Deploy of `diabetes`: FAILED" in body
+    assert "| edge | iot_edge | ❌ failed | - | not run | - |" in body
     outputs = job.outputs()
     assert (outputs["status"], outputs["scoring-uris"]) == ("failed", "{}")
-    assert outputs["report-artifact"] == "deploy-report_deploy_deploy.yaml_staging"
+    assert outputs["report-artifact"] == "deploy-report_deploy_deploy.yaml_edge"
     assert outputs["report-files"].split("\n") == [
         str(job.reports / "deploy-report.json"),
         str(job.reports / "deploy-report.md"),

@@ -11,6 +11,7 @@ import pytest
 from azure.mgmt.containerinstance import models as aci
 
 from deployer.config.loader import load_config
+from deployer.errors import ConfigError, UserError
 from deployer.plan import make_plan
 from tests.conftest import EXAMPLE
 
@@ -20,6 +21,7 @@ SECRETS = {
     "REGISTRY_USERNAME": "ci-robot-user",
     "REGISTRY_PASSWORD": "s3cret-Passw0rd",
     "DEPLOYER_SCORING_KEY": "k3y-from-the-environment",
+    "SCORING_KEY": "scoring-k3y-from-a-CI-secret",
 }
 
 
@@ -151,14 +153,55 @@ def test_without_a_dns_name_label_the_address_is_public_and_unnamed(
 
 
 def test_auth_key_passes_the_key_as_a_secure_placeholder(example: dict[str, Any]) -> None:
-    key = _env(_group(example))["DEPLOYER_SCORING_KEY"]
-    assert key.secure_value == "${DEPLOYER_SCORING_KEY}"
+    """The server reads DEPLOYER_SCORING_KEY; its value is key_env's variable (by default
+    SCORING_KEY), filled in by the deploy step."""
+    env = _env(_group(example))
+    key = env["DEPLOYER_SCORING_KEY"]
+    assert key.secure_value == "${SCORING_KEY}"
     assert key.value is None
+    assert "DEPLOYER_SCORING_KEY_SECONDARY" not in env
+
+
+def test_key_env_and_secondary_key_env_name_the_placeholders(
+    example_copy: Callable[..., Path],
+) -> None:
+    config = example_copy(
+        ("auth: key}", "auth: key, key_env: STAGING_KEY, secondary_key_env: STAGING_KEY_NEXT}")
+    )
+    env = _env(_group(_body(config)))
+    assert env["DEPLOYER_SCORING_KEY"].secure_value == "${STAGING_KEY}"
+    assert env["DEPLOYER_SCORING_KEY_SECONDARY"].secure_value == "${STAGING_KEY_NEXT}"
+    for name in ("DEPLOYER_SCORING_KEY", "DEPLOYER_SCORING_KEY_SECONDARY"):
+        assert env[name].value is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            "auth: none, key_env: STAGING_KEY}",
+            r"targets\.staging\.key_env: key_env is given but auth is 'none'",
+        ),
+        (
+            "auth: key, key_env: K, secondary_key_env: K}",
+            r"targets\.staging\.secondary_key_env: secondary_key_env names the same variable",
+        ),
+        ("auth: key, key_env: my-key}", r"targets\.staging\.key_env: 'my-key' is not a valid"),
+    ],
+)
+def test_key_settings_are_checked(
+    settings: str, message: str, example_copy: Callable[..., Path]
+) -> None:
+    config = example_copy(("auth: key}", settings))
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
 
 
 def test_auth_none_has_no_key(example_copy: Callable[..., Path]) -> None:
     config = example_copy(("auth: key}", "auth: none}"))
-    assert "DEPLOYER_SCORING_KEY" not in _env(_group(_body(config)))
+    env = _env(_group(_body(config)))
+    assert "DEPLOYER_SCORING_KEY" not in env
+    assert "DEPLOYER_SCORING_KEY_SECONDARY" not in env
 
 
 def test_registry_basic_auth_logs_in_to_the_registry_host_with_placeholders(
@@ -183,6 +226,55 @@ def test_registry_without_auth_has_no_credentials(example_copy: Callable[..., Pa
     body = _body(config)
     assert "imageRegistryCredentials" not in body["properties"]
     assert _group(body).image_registry_credentials is None
+
+
+IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/ml-rg/providers/"
+    "Microsoft.ManagedIdentity/userAssignedIdentities/acr-pull"
+)
+
+
+def test_a_managed_identity_pulls_with_no_secret(example_copy: Callable[..., Path]) -> None:
+    config = example_copy(("auth: key}", f"auth: key, pull: {{identity: {IDENTITY}}}}}"))
+    body = _body(config)
+    group = _group(body)
+    assert group.image_registry_credentials is not None
+    (login,) = group.image_registry_credentials
+    assert (login.server, login.identity, login.password) == ("127.0.0.1:5000", IDENTITY, None)
+    assert group.identity is not None and group.identity.type == "UserAssigned"
+    assert list(group.identity.user_assigned_identities or {}) == [IDENTITY]
+    assert "${" not in json.dumps(body["properties"]["imageRegistryCredentials"])
+
+
+def test_a_pull_token_comes_from_its_own_variables(example_copy: Callable[..., Path]) -> None:
+    config = example_copy(
+        ("auth: key}", "auth: key, pull: {username_env: PULL_USER, password_env: PULL_TOKEN}}")
+    )
+    (login,) = _group(_body(config)).image_registry_credentials or []
+    assert (login.username, login.password) == ("${PULL_USER}", "${PULL_TOKEN}")
+
+
+def test_an_acr_registry_needs_a_pull_setting(example_copy: Callable[..., Path]) -> None:
+    config = example_copy(("auth: basic", "auth: acr"))
+    with pytest.raises(UserError, match=r"set targets\.staging\.pull"):
+        _body(config)
+
+
+@pytest.mark.parametrize(
+    ("pull", "message"),
+    [
+        ("{}", "set identity, or username_env and password_env"),
+        ("{username_env: U}", "password_env is needed too"),
+        (f"{{identity: {IDENTITY}, username_env: U, password_env: P}}", "not both"),
+        ("{identity: acr-pull}", "user-assigned managed identity id"),
+    ],
+)
+def test_pull_settings_are_checked(
+    example_copy: Callable[..., Path], pull: str, message: str
+) -> None:
+    config = example_copy(("auth: key}", f"auth: key, pull: {pull}}}"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(config)
 
 
 @pytest.mark.parametrize(("registry_auth", "scoring_auth"), [("none", "none"), ("basic", "key")])

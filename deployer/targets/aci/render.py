@@ -4,8 +4,10 @@
 ``Microsoft.ContainerInstance/containerGroups`` resource (API version 2023-05-01, the
 version of azure-mgmt-containerinstance's models). Secrets in it are ``${ENV}``
 placeholders that the deploy step fills in: the registry credentials from the variables
-deploy.yaml names, and the scoring key, generated at deploy time, as a secure environment
-variable (Azure never returns secure values).
+deploy.yaml names, and with ``auth: key`` the scoring keys, from the variables ``key_env``
+and ``secondary_key_env`` name (CI secrets), as secure environment variables. Azure never
+returns a secure value, so the keys live with the user, not only in Azure: the deploy step
+reads them (deployer.scoring_keys) for the placeholders and for the post-deploy tests.
 
 The group always gets a public IP address. A private one needs a virtual network subnet,
 which this target does not configure (ARM refuses ``Private`` without ``subnetIds``), and a
@@ -20,13 +22,15 @@ from __future__ import annotations
 from typing import Any
 
 from deployer.buildcontext import BuildContext
+from deployer.errors import UserError
 from deployer.targets.aci.schema import Config
 from deployer.targets.base import RenderContext, TargetContext
 
 API_VERSION = "2023-05-01"
 
-# The environment variable the scoring server reads its key from (auth: key).
+# The environment variables the scoring server reads its keys from (auth: key).
 SCORING_KEY_ENV = "DEPLOYER_SCORING_KEY"
+SECONDARY_SCORING_KEY_ENV = "DEPLOYER_SCORING_KEY_SECONDARY"
 
 # ACI has no startup probe, so the first liveness check waits out a slow start (heavy
 # imports, a large model). A container that crashes is restarted whatever the probes say;
@@ -61,6 +65,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             probes=_probes(ctx),
             dns_name_label=target.dns_name_label,
             registry_credentials=_registry_credentials(ctx),
+            identity=_identity(ctx),
         )
     }
 
@@ -89,7 +94,14 @@ def _environment(target: Config) -> list[dict[str, str]]:
         {"name": "DEPLOYER_SERVER_PORT", "value": str(target.port)},
     ]
     if target.auth == "key":
-        variables.append({"name": SCORING_KEY_ENV, "secureValue": placeholder(SCORING_KEY_ENV)})
+        variables.append({"name": SCORING_KEY_ENV, "secureValue": placeholder(target.key_env)})
+        if target.secondary_key_env is not None:
+            variables.append(
+                {
+                    "name": SECONDARY_SCORING_KEY_ENV,
+                    "secureValue": placeholder(target.secondary_key_env),
+                }
+            )
     return sorted(variables, key=lambda variable: variable["name"])
 
 
@@ -104,19 +116,40 @@ def _probes(ctx: RenderContext) -> dict[str, int]:
 
 
 def _registry_credentials(ctx: RenderContext) -> list[dict[str, Any]]:
-    """ACI's registry login, as placeholders; none for a registry without auth."""
-    registry = ctx.config.registry
-    if registry.auth == "none":
-        return []
+    """ACI's registry login: a managed identity, or secrets as placeholders; none for a
+    registry without auth."""
+    registry, pull = ctx.config.registry, _config_of(ctx).pull
     # A login is to a host[:port]; a namespace path is part of image names only.
     server = ctx.image.registry.split("/", 1)[0]
+    if pull is not None and pull.identity is not None:
+        return [{"server": server, "identity": pull.identity}]
+    if pull is not None and pull.username_env and pull.password_env:
+        username_env, password_env = pull.username_env, pull.password_env
+    elif registry.auth == "basic":
+        username_env, password_env = registry.username_env, registry.password_env
+    elif registry.auth == "acr":
+        raise UserError(
+            f"target {ctx.name}: the registry uses auth: acr, so set targets.{ctx.name}.pull: "
+            "a managed identity with AcrPull (identity: <its resource id>), or a token's "
+            "username_env and password_env (deployer's own ACR token expires within hours)"
+        )
+    else:
+        return []
     return [
         {
             "server": server,
-            "username": placeholder(registry.username_env),
-            "password": placeholder(registry.password_env),
+            "username": placeholder(username_env),
+            "password": placeholder(password_env),
         }
     ]
+
+
+def _identity(ctx: RenderContext) -> dict[str, Any] | None:
+    """The group's identity block: the pull identity, user-assigned."""
+    pull = _config_of(ctx).pull
+    if pull is None or pull.identity is None:
+        return None
+    return {"type": "UserAssigned", "userAssignedIdentities": {pull.identity: {}}}
 
 
 def _config_of(ctx: RenderContext) -> Config:

@@ -54,6 +54,7 @@ from deployer.targets.contract import (
     Session,
     TargetRef,
     Version,
+    probe_ready,
 )
 from deployer.targets.local.render import LABEL_BASE_NAME, base_name, stop_timeout_s
 from deployer.targets.local.schema import Config
@@ -469,14 +470,7 @@ def _get(url: str) -> int | None:
 
 def _probe(port: int) -> tuple[Health, str]:
     """Health as a client of the service port sees it: GET /ready."""
-    status = _get(f"http://127.0.0.1:{port}/ready")
-    if status == 200:
-        return "healthy", ""
-    if status == 503:
-        return "starting", "GET /ready answers 503: init() has not finished"
-    if status is None:
-        return "unhealthy", f"nothing answers on port {port}"
-    return "unhealthy", f"GET /ready answers {status}"
+    return probe_ready(f"http://127.0.0.1:{port}/ready", PROBE_TIMEOUT_S)
 
 
 class _LogFollower:
