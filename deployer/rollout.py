@@ -78,27 +78,39 @@ def rollout(
             return Outcome("unchanged", previous, tests, notes=notes)
         step(f"revision {release.revision} is live but {previous.health}: deploying it again")
 
-    with _rolled_back_on_failure(driver, release, previous, progress, target):
-        step(f"applying revision {release.revision} ({driver.replacement})")
-        candidate = driver.wait(driver.apply(release), deadline)
-        if candidate.endpoint is None:
-            raise DeployFailed("the new version is ready but has no address to test")
-        step(f"testing the new version at {candidate.endpoint.scoring_uri}")
-        tests = verify(candidate.endpoint)
-        if not tests.passed:
-            raise DeployFailed(f"the new version fails its tests ({tests.summary})", tests=tests)
-        live = driver.promote(candidate, previous)
-        if driver.replacement == "candidate":
-            if live.endpoint is None:
-                raise DeployFailed("the promoted version has no service address to test")
-            step(f"the new version serves; testing {live.endpoint.scoring_uri}")
-            tests = verify(live.endpoint)
+    tested: list[TestRun] = []  # the last run goes into a later failure's report
+    try:
+        with _rolled_back_on_failure(driver, release, previous, progress, target):
+            step(f"applying revision {release.revision} ({driver.replacement})")
+            candidate = driver.wait(driver.apply(release), deadline)
+            if candidate.endpoint is None:
+                raise DeployFailed("the new version is ready but has no address to test")
+            step(f"testing the new version at {candidate.endpoint.scoring_uri}")
+            tests = verify(candidate.endpoint)
+            tested.append(tests)
             if not tests.passed:
                 raise DeployFailed(
-                    f"the new version fails its tests once serving ({tests.summary})", tests=tests
+                    f"the new version fails its tests ({tests.summary})", tests=tests
                 )
-        driver.confirm(live)
-        logs = driver.logs(release.revision, LOG_TAIL)
+            live = driver.promote(candidate, previous)
+            if driver.replacement == "candidate":
+                if live.endpoint is None:
+                    raise DeployFailed("the promoted version has no service address to test")
+                step(f"the new version serves; testing {live.endpoint.scoring_uri}")
+                tests = verify(live.endpoint)
+                tested.append(tests)
+                if not tests.passed:
+                    raise DeployFailed(
+                        f"the new version fails its tests once serving ({tests.summary})",
+                        tests=tests,
+                    )
+            driver.confirm(live)
+            logs = driver.logs(release.revision, LOG_TAIL)
+    except DeployFailed as failure:
+        # A step after the tests failed (promote, confirm): the report shows the tests run.
+        if failure.tests is None and tested:
+            failure.tests = tested[-1]
+        raise
     outcome = Outcome("deployed", live, tests, logs, notes)
     if previous is not None:
         _retire(driver, previous, progress, target, outcome)

@@ -189,6 +189,9 @@ def test_a_platform_error_is_a_failed_deploy_after_the_rollback() -> None:
         "PlatformDown: 503 from the API; rolled back: the previous version old0revision serves"
     )
     assert "roll_back" in driver.calls
+    # The candidate's tests ran and passed before the failure: the report shows them.
+    tests = failed.value.tests
+    assert isinstance(tests, TestRun) and tests.passed
 
 
 def test_a_refused_connection_is_the_platforms_failure_too() -> None:
