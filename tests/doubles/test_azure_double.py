@@ -6,12 +6,8 @@ containers really run and answer on their scoring URI."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import ssl
 import string
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -33,9 +29,9 @@ from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 from azure.mgmt.containerinstance.models import ContainerGroup
 from azure.mgmt.containerregistry import ContainerRegistryManagementClient
 
-from tests.conftest import EXAMPLE, GUARD_PATH, REPO
 from tests.docker.conftest import client, dev_env
 from tests.doubles.azure import AzureDouble, azure_double
+from tests.doubles.example_build import build_and_render
 
 __all__ = ["azure_double", "client", "dev_env"]  # fixtures used here
 
@@ -262,31 +258,8 @@ def example(tmp_path_factory: pytest.TempPathFactory, dev_env: dict[str, str]) -
     """The example's scoring image in the test registry and its rendered container group
     (``deployer render -t staging``), placeholders filled as the deploy step fills them."""
     root = tmp_path_factory.mktemp("example") / "repo"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "out", "tests"))
-    config = root / "deploy.yaml"
-    service = f"az-{uuid.uuid4().hex[:8]}"
-    config.write_text(config.read_text().replace("name: diabetes\n", f"name: {service}\n", 1))
-    env = {**os.environ, **dev_env, "PYTHONPATH": os.pathsep.join([str(GUARD_PATH), str(REPO)])}
-    for command, *options in (["build", "--push"], ["render"]):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "deployer",
-                command,
-                "-c",
-                str(config),
-                "-t",
-                "staging",
-                *options,
-            ],
-            cwd=root,
-            env=env,
-            check=True,
-            timeout=1800,
-            capture_output=True,
-        )
-    text = (root / "out" / "staging" / "container-group.json").read_text()
+    service, out = build_and_render(root, "staging", dev_env, "az")
+    text = (out / "container-group.json").read_text()
     values = {
         "SCORING_KEY": SCORING_KEY,
         "REGISTRY_USERNAME": dev_env["REGISTRY_USERNAME"],

@@ -8,22 +8,18 @@ import base64
 import copy
 import json
 import os
-import shutil
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.conftest import EXAMPLE, GUARD_PATH, REPO
 from tests.docker.conftest import dev_env
+from tests.doubles.example_build import build_and_render
 from tests.doubles.kubernetes.controller import Controller
 from tests.doubles.kubernetes.deployments import resolve, template_hash
 from tests.doubles.kubernetes.kubelet_support import HOST_PORT, quantity
@@ -60,31 +56,7 @@ def example(tmp_path_factory: pytest.TempPathFactory, dev_env: dict[str, str]) -
     """The example built and pushed, rendered for its kubernetes target (production): the
     Deployment, the Service and the pull Secret the deploy step would create."""
     root = tmp_path_factory.mktemp("example") / "repo"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "out", "tests"))
-    config = root / "deploy.yaml"
-    name = f"k8s-{uuid.uuid4().hex[:8]}"
-    config.write_text(config.read_text().replace("name: diabetes\n", f"name: {name}\n", 1))
-    env = {**os.environ, **dev_env, "PYTHONPATH": os.pathsep.join([str(GUARD_PATH), str(REPO)])}
-    for command, *options in (["build", "--push"], ["render"]):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "deployer",
-                command,
-                "-c",
-                str(config),
-                "-t",
-                "production",
-                *options,
-            ],
-            cwd=root,
-            env=env,
-            check=True,
-            timeout=1800,
-            capture_output=True,
-        )
-    out = Path(root / "out" / "production")
+    name, out = build_and_render(root, "production", dev_env, "k8s")
     deployment = yaml.safe_load((out / "deployment.yaml").read_text())
     deployment["spec"]["replicas"] = 2  # the HPA's minimum, which this double does not run
     auth = f"{dev_env['REGISTRY_USERNAME']}:{dev_env['REGISTRY_PASSWORD']}"
