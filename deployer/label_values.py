@@ -1,4 +1,4 @@
-"""Kubernetes label values from names that may not fit them.
+"""Kubernetes label values, and object names, from names that may not fit them.
 
 A label value is at most 63 characters of letters, digits, '-', '_' and '.', starting and
 ending with a letter or digit. Azure ML model names allow 255 characters and may end with
@@ -25,3 +25,15 @@ def label_value(name: str) -> str:
     digest = hashlib.sha256(name.encode()).hexdigest()[:HASH_LENGTH]
     prefix = name[: MAX_LENGTH - HASH_LENGTH - 1].rstrip("-_.")
     return f"{prefix}-{digest}" if prefix else digest
+
+
+def object_name(*parts: str, room: int = 0) -> str:
+    """A DNS-1123 label naming an object after ``parts`` (``service-target``), cut to fit 63
+    characters less ``room`` (for a suffix the caller adds) with a hash of the whole name,
+    so two targets of one service never share an object."""
+    name = "-".join(parts)
+    limit = MAX_LENGTH - room
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:6]
+    return f"{name[: limit - 7].rstrip('-')}-{digest}"

@@ -69,7 +69,9 @@ def example(tmp_path_factory: pytest.TempPathFactory, dev_env: dict[str, str]) -
         "data": {".dockerconfigjson": base64.b64encode(json.dumps(config_json).encode()).decode()},
     }
     service = yaml.safe_load((out / "service.yaml").read_text())
-    return {"name": name, "deployment": deployment, "service": service, "secret": secret}
+    # Objects are named after the service and the target (deployer renders them so).
+    objects = deployment["metadata"]["name"]
+    return {"name": objects, "deployment": deployment, "service": service, "secret": secret}
 
 
 @pytest.fixture

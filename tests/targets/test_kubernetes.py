@@ -12,6 +12,7 @@ import yaml
 
 from deployer.config.loader import load_config
 from deployer.image import USER_ID
+from deployer.label_values import object_name
 from deployer.plan import make_plan
 from tests.conftest import EXAMPLE
 
@@ -76,7 +77,7 @@ def test_example_renders_a_deployment_a_service_and_an_autoscaler(example: Manif
 def test_objects_are_named_and_labelled_from_the_config(example: Manifests) -> None:
     for manifest in example.values():
         metadata = manifest["metadata"]
-        assert metadata["name"] == "diabetes"
+        assert metadata["name"] == f"diabetes-{TARGET}"
         assert metadata["namespace"] == "ml"
         labels = metadata["labels"]
         assert labels["app.kubernetes.io/name"] == "diabetes"
@@ -89,6 +90,32 @@ def test_objects_are_named_and_labelled_from_the_config(example: Manifests) -> N
     # The shared scoring image: the kind builds none of its own.
     assert plan.targets[0].image.repository == "diabetes"
     assert _container(example)["image"] == str(plan.targets[0].image)
+
+
+def test_two_targets_in_one_namespace_name_their_objects_apart(
+    example_copy: Callable[..., Path],
+) -> None:
+    config_path = example_copy()
+    text = config_path.read_text()
+    production = next(line for line in text.splitlines() if line.startswith("  production:"))
+    config_path.write_text(
+        text.replace(
+            production, production + "\n" + production.replace("production:", "canary:    ")
+        )
+    )
+    plan = make_plan(load_config(config_path), config_path, ["production", "canary"])
+    names = {
+        target.name: {
+            yaml.safe_load(text)["metadata"]["name"] for text in target.artifacts.values()
+        }
+        for target in plan.targets
+    }
+    assert names == {"production": {"diabetes-production"}, "canary": {"diabetes-canary"}}
+
+
+def test_long_names_fit_a_dns_label_and_stay_apart() -> None:
+    first, second = object_name("s" * 40, "t" * 30), object_name("s" * 40, "t" * 29 + "u")
+    assert len(first) <= 63 and len(second) <= 63 and first != second
 
 
 def test_selectors_use_stable_labels_the_pods_carry(example: Manifests) -> None:

@@ -25,7 +25,6 @@ read back has them filled again from the environment before it is put back.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import re
 import time
@@ -41,6 +40,7 @@ from deployer.azure import arm_errors
 from deployer.azure.cloud import credential, management_client_options, resolve_cloud
 from deployer.errors import DeployFailed, UserError
 from deployer.events import Event, Level
+from deployer.label_values import object_name
 from deployer.scoring_keys import ScoringKeys, scoring_keys
 from deployer.targets.aci.schema import Config
 from deployer.targets.contract import (
@@ -97,11 +97,7 @@ def connect(target: TargetRef, session: Session) -> AciDriver:
 def group_names(service: str, target: str) -> tuple[str, str]:
     """The service group's and the candidate group's names, within ACI's 63 characters (a
     long name is cut and keeps a hash of the whole, so two targets never share one)."""
-    base = f"{service}-{target}"
-    room = MAX_NAME - len(CANDIDATE_SUFFIX)
-    if len(base) > room:
-        digest = hashlib.sha256(base.encode()).hexdigest()[:6]
-        base = f"{base[: room - 7].rstrip('-')}-{digest}"
+    base = object_name(service, target, room=len(CANDIDATE_SUFFIX))
     return base, base + CANDIDATE_SUFFIX
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from deployer.buildcontext import BuildContext
 from deployer.image import USER_ID
-from deployer.label_values import label_value
+from deployer.label_values import label_value, object_name
 from deployer.serving.config import drain_s
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.kubernetes.schema import Config
@@ -55,7 +55,8 @@ def render(ctx: RenderContext) -> dict[str, str]:
     }
     values: dict[str, Any] = {
         # Templates.render takes the template as "name".
-        "resource_name": ctx.config.name,
+        # Named after the service and the target: two targets in one namespace never collide.
+        "resource_name": object_name(ctx.config.name, ctx.name),
         "target": target,
         "labels": labels,
         "selector": selector,
