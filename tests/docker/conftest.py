@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shlex
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,3 +69,17 @@ def free_port() -> int:
     from deployer.targets.local.driver import free_port as pick
 
     return pick()
+
+
+def registry_tags(registry: str, repository: str, username: str, password: str) -> list[str]:
+    """The tags of ``repository`` in the local registry ([] if it has none)."""
+    request = urllib.request.Request(f"http://{registry}/v2/{repository}/tags/list")
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return list(json.loads(response.read())["tags"] or [])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return []
+        raise

@@ -7,7 +7,6 @@ the previous one left), because a cold image build is the expensive part.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import pytest
 
 from deployer.cli import main
 from tests.conftest import EXAMPLE
-from tests.docker.conftest import free_port
+from tests.docker.conftest import free_port, registry_tags
 from tests.github.fake_github import serve
 from tests.github.workflow_job import job_environment, parse_outputs
 
@@ -81,19 +80,6 @@ def repo(tmp_path_factory: pytest.TempPathFactory, dev_env: dict[str, str]) -> I
             os.environ[key] = value
 
 
-def _tags(registry: str, repository: str, env: dict[str, str]) -> list[str]:
-    request = urllib.request.Request(f"http://{registry}/v2/{repository}/tags/list")
-    token = base64.b64encode(f"{env['REGISTRY_USERNAME']}:{env['REGISTRY_PASSWORD']}".encode())
-    request.add_header("Authorization", f"Basic {token.decode()}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return list(json.loads(response.read())["tags"] or [])
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return []
-        raise
-
-
 def test_build_and_push_with_basic_auth(
     repo: Repo, dev_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -102,7 +88,10 @@ def test_build_and_push_with_basic_auth(
     assert "built, pushed" in out
     ref = out.split()[0]
     assert ref.startswith(f"127.0.0.1:5000/{repo.name}:")
-    assert _tags("127.0.0.1:5000", repo.name, dev_env) == [ref.rsplit(":", 1)[1]]
+    tags = registry_tags(
+        "127.0.0.1:5000", repo.name, dev_env["REGISTRY_USERNAME"], dev_env["REGISTRY_PASSWORD"]
+    )
+    assert tags == [ref.rsplit(":", 1)[1]]
 
 
 def test_build_again_is_unchanged_with_no_push(

@@ -12,12 +12,8 @@ The tests run in file order on one model repo (a scenario), as tests/docker/test
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +24,7 @@ import pytest
 
 from deployer.cli import main
 from tests.conftest import EXAMPLE
+from tests.docker.conftest import registry_tags
 from tests.doubles.acr import AcrWorld, start_world
 from tests.doubles.azure.tls import HttpsServer, make_certificates
 from tests.test_registry_acr import SUBSCRIPTION, ArmHandler, ArmRegistries
@@ -58,17 +55,7 @@ class Scenario:
         self.config.write_text(text[:start] + "registry:\n" + lines + text[end:])
 
     def tags(self) -> list[str]:
-        request = urllib.request.Request(f"http://{self.upstream}/v2/{self.name}/tags/list")
-        user, password = self.upstream_auth
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return list(json.loads(response.read())["tags"] or [])
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return []
-            raise
+        return registry_tags(self.upstream, self.name, *self.upstream_auth)
 
     def secret_values(self) -> list[str]:
         acr = self.world.acr
