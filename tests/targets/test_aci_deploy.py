@@ -384,6 +384,34 @@ def test_throttled_puts_are_retried(make_repo: Any, azure: AzureDouble) -> None:
     assert statuses[:2] == [429, 429] and len(statuses) > 2, statuses
 
 
+def test_a_transient_server_error_is_retried(make_repo: Any, azure: AzureDouble) -> None:
+    repo = make_repo("retried")
+    _, candidate = repo.groups
+    azure.fail("PUT", rf"/containerGroups/{candidate}\?", status=503, code="ServiceUnavailable")
+    deployed = repo.deploy()
+    assert deployed.code == 0, deployed.output
+    statuses = [r.status for r in puts(azure, candidate)]
+    assert statuses[0] == 503 and len(statuses) > 1, statuses
+
+
+def test_a_refused_token_names_the_fix(make_repo: Any, azure: AzureDouble) -> None:
+    repo = make_repo("refused")
+    _, candidate = repo.groups
+    rule = azure.fail(
+        "PUT",
+        rf"/containerGroups/{candidate}\?",
+        status=401,
+        code="InvalidAuthenticationToken",
+        message="The access token is invalid.",
+        times=10,
+    )
+    try:
+        deployed = repo.deploy()
+    finally:
+        rule.seen = rule.times  # spent: later tests are not refused
+    failed(deployed, "Azure refused the credential", "az login")
+
+
 # A candidate that never serves -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def crashed(make_repo: Any, azure: AzureDouble) -> tuple[Repo, Deployed]:
