@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config, dynamic, watch
 
 from tests.doubles.kubernetes.fixtures import KubernetesDouble, kubernetes_double  # noqa: F401
+from tests.doubles.kubernetes.kubelet_support import HOST_PORT
 
 NS = "ml"
 
@@ -48,9 +53,22 @@ def deployments(api_client: client.ApiClient) -> dynamic.Resource:
 
 
 def status_of(error: client.ApiException) -> dict:
-    import json
-
     return json.loads(error.body)
+
+
+def proxied(
+    api: client.ApiClient, method: str, path: str, body: Any = None, **headers: str
+) -> tuple[int, Any, Any]:
+    """A request to the API server (e.g. its proxy) with the kubeconfig's credentials: the
+    status, headers and body (parsed if JSON) of the answer."""
+    method, url, sent, body, _ = api.param_serialize(
+        method, path, header_params={"Content-Type": "application/json"} | headers, body=body,
+        auth_settings=["BearerToken"],
+    )  # fmt: skip
+    answer = api.call_api(method, url, sent, body)
+    data, received = answer.read(), answer.getheaders()  # case-insensitive
+    parsed = json.loads(data) if "json" in received.get("Content-Type", "") else data.decode()
+    return answer.status, received, parsed
 
 
 def test_create_get_list_with_selectors(apps: client.AppsV1Api) -> None:
@@ -256,3 +274,103 @@ def test_tls_with_the_kubeconfig_ca(tmp_path: Path) -> None:
         core = client.CoreV1Api(config.new_client_from_config(config_file=str(path)))
         assert double.url.startswith("https://")
         assert {n.metadata.name for n in core.list_namespace().items} >= {"ml", "default"}
+
+
+def test_the_cluster_has_one_ready_node_on_loopback(api_client: client.ApiClient) -> None:
+    (node,) = client.CoreV1Api(api_client).list_node().items
+    assert node.metadata.name == "double-node"
+    addresses = {a.type: a.address for a in node.status.addresses}
+    assert addresses == {"InternalIP": "127.0.0.1", "Hostname": "double-node"}
+    ready = [c for c in node.status.conditions if c.type == "Ready"]
+    assert [c.status for c in ready] == ["True"]
+    assert (node.status.allocatable["cpu"], node.status.allocatable["memory"]) == ("4", "8Gi")
+
+
+class Echo(BaseHTTPRequestHandler):
+    """A pod's container: answers what it was asked (chunked for paths with "chunked")."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        echo = {"method": self.command, "path": self.path, "body": body.decode(),
+                "headers": {k.lower(): v for k, v in self.headers.items()}}  # fmt: skip
+        data = json.dumps(echo).encode()
+        self.send_response(201)
+        self.send_header("X-Served-By", "echo")
+        self.send_header("Content-Type", "application/json")
+        if "chunked" in self.path:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (data[:7], data[7:], b""):
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            return
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_PUT = do_PATCH = do_DELETE = do_POST
+
+
+@pytest.fixture
+def echo_pod(kubernetes_double: KubernetesDouble) -> Iterator[str]:  # noqa: F811
+    """A running pod "echo" (port "http", 8080) whose container is ``Echo``."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=upstream.serve_forever, args=(0.05,), daemon=True).start()
+    store = kubernetes_double.store
+    port = {"name": "http", "containerPort": 8080}
+    store.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "echo", "namespace": NS, "annotations": {HOST_PORT: str(upstream.server_port)}},
+        "spec": {"containers": [{"name": "echo", "image": "echo:1", "ports": [port]}]},
+    }, "replicaset-controller")  # fmt: skip
+    store.update_status("Pod", NS, "echo", {"phase": "Running", "podIP": "127.0.0.1"})
+    yield "echo"
+    upstream.shutdown()
+    upstream.server_close()
+
+
+def test_the_pod_proxy_forwards_the_request_without_the_callers_credentials(
+    api_client: client.ApiClient,
+    echo_pod: str,
+    kubernetes_double: KubernetesDouble,  # noqa: F811
+) -> None:
+    base = f"/api/v1/namespaces/{NS}/pods/{echo_pod}:http/proxy"
+    status, headers, echo = proxied(
+        api_client, "PUT", base + "/v1/score?verbose=1&x=%2F", {"data": [1]}, **{"X-Trace": "7"}
+    )
+    assert (status, headers["X-Served-By"]) == (201, "echo")
+    assert (echo["method"], echo["path"]) == ("PUT", "/v1/score?verbose=1&x=%2F")
+    assert json.loads(echo["body"]) == {"data": [1]} and echo["headers"]["x-trace"] == "7"
+    assert "authorization" not in echo["headers"]  # kube-apiserver keeps the caller's token
+    status, headers, echo = proxied(api_client, "GET", base + "/chunked")
+    assert (status, headers.get("Transfer-Encoding"), echo["path"]) == (201, "chunked", "/chunked")
+    (recorded,) = kubernetes_double.requests_to("PUT", "/proxy/")
+    assert recorded.user == "deployer" and recorded.json() == {"data": [1]}
+
+
+def test_proxy_errors_are_kube_apiservers(
+    api_client: client.ApiClient,
+    echo_pod: str,
+    kubernetes_double: KubernetesDouble,  # noqa: F811
+) -> None:
+    pods = f"/api/v1/namespaces/{NS}/pods"
+    status, _, body = proxied(api_client, "GET", f"{pods}/missing/proxy/ready")
+    assert (status, body["reason"], body["message"]) == (
+        404,
+        "NotFound",
+        'pods "missing" not found',
+    )
+    status, _, body = proxied(api_client, "GET", f"{pods}/{echo_pod}:9/proxy/ready")
+    assert (status, body["reason"]) == (503, "ServiceUnavailable")
+    assert body["message"].startswith("error trying to reach service: dial tcp 127.0.0.1:9")
+    kubernetes_double.forbid("deployer", "create", "pods/proxy")
+    status, _, body = proxied(api_client, "POST", f"{pods}/{echo_pod}/proxy/score", {})
+    assert (status, body["reason"]) == (403, "Forbidden")
+    assert body["message"] == (
+        f'pods "{echo_pod}" is forbidden: User "deployer" cannot create resource "pods/proxy" '
+        'in API group "" in the namespace "ml"'
+    )
+    assert proxied(api_client, "GET", f"{pods}/{echo_pod}/proxy/")[0] == 201  # get: allowed

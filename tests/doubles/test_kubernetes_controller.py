@@ -1,11 +1,13 @@
 """The controller half of the Kubernetes double (tests/doubles/kubernetes/controller.py):
 Deployments rendered by deployer run as real containers, roll out, fail as a cluster
-fails, and are reached through a Service's proxy."""
+fails, and are reached through a Service's proxy, a LoadBalancer's address and the API
+server's proxy."""
 
 from __future__ import annotations
 
 import base64
 import copy
+import ipaddress
 import json
 import os
 import threading
@@ -13,19 +15,23 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client, config
 
 from tests.docker.conftest import dev_env
 from tests.doubles.example_build import build_and_render
 from tests.doubles.kubernetes.controller import Controller
 from tests.doubles.kubernetes.deployments import resolve, template_hash
+from tests.doubles.kubernetes.fixtures import KubernetesDouble, kubernetes_cluster
 from tests.doubles.kubernetes.kubelet_support import HOST_PORT, quantity
 from tests.doubles.kubernetes.store import Store
+from tests.doubles.test_kubernetes_api import proxied
 
-__all__ = ["dev_env"]  # fixtures used here
+__all__ = ["dev_env", "kubernetes_cluster"]  # fixtures used here
 
 NS = "ml"
 
@@ -56,16 +62,17 @@ def example(tmp_path_factory: pytest.TempPathFactory, dev_env: dict[str, str]) -
     """The example built and pushed, rendered for its kubernetes target (production): the
     Deployment, the Service and the pull Secret the deploy step would create."""
     root = tmp_path_factory.mktemp("example") / "repo"
-    name, out = build_and_render(root, "production", dev_env, "k8s")
+    _, out = build_and_render(root, "production", dev_env, "k8s")
     deployment = yaml.safe_load((out / "deployment.yaml").read_text())
     deployment["spec"]["replicas"] = 2  # the HPA's minimum, which this double does not run
+    pull_secret = deployment["spec"]["template"]["spec"]["imagePullSecrets"][0]["name"]
     auth = f"{dev_env['REGISTRY_USERNAME']}:{dev_env['REGISTRY_PASSWORD']}"
     config_json = {"auths": {"127.0.0.1:5000": {"auth": base64.b64encode(auth.encode()).decode()}}}
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "kubernetes.io/dockerconfigjson",
-        "metadata": {"name": f"{name}-registry", "namespace": NS},
+        "metadata": {"name": pull_secret, "namespace": NS},
         "data": {".dockerconfigjson": base64.b64encode(json.dumps(config_json).encode()).decode()},
     }
     service = yaml.safe_load((out / "service.yaml").read_text())
@@ -117,6 +124,15 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     return found[0] if found else {}
 
 
+SCORE_BODY = {"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}
+
+
+def score_request(url: str) -> urllib.request.Request:
+    return urllib.request.Request(
+        url, data=json.dumps(SCORE_BODY).encode(), headers={"Content-Type": "application/json"}
+    )
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_a_deployment_runs_rolls_out_without_a_failed_request_and_goes(
@@ -131,18 +147,12 @@ def test_a_deployment_runs_rolls_out_without_a_failed_request_and_goes(
     assert condition(status(store, name), "Progressing")["reason"] == "NewReplicaSetAvailable"
     first = store.get("Deployment", NS, name)
     assert first["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
-    service = wait_for("the service's port", lambda: store.get("Service", NS, name)["status"])
-    assert service["loadBalancer"]["ingress"][0]["ip"] == "127.0.0.1"
+    wait_for("the service's port", lambda: store.get("Service", NS, name).get("status"))
     port = int(store.get("Service", NS, name)["metadata"]["annotations"][HOST_PORT])
     assert store.get("Service", NS, name)["spec"]["ports"][0]["nodePort"] == port
     assert controller.service_port(name, NS) == port
-    url = f"http://127.0.0.1:{port}"
-    request = urllib.request.Request(
-        url + "/score",
-        data=json.dumps({"data": [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]]}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as answer:
+    url = f"http://127.0.0.1:{port}"  # the node port
+    with urllib.request.urlopen(score_request(url + "/score"), timeout=10) as answer:
         assert answer.status == 200
 
     failures, answered, done = [], [0], threading.Event()
@@ -193,7 +203,8 @@ def test_a_deployment_runs_rolls_out_without_a_failed_request_and_goes(
     label = f"ai.deployer.test-double.session={controller.kubelet.session}"
     wait_for(
         "containers removed",
-        lambda: not client.containers.list(all=True, filters={"label": label}),
+        # One call (containers.list() inspects each: one removed meanwhile is a NotFound).
+        lambda: not client.api.containers(all=True, filters={"label": label}),
         60,
     )
 
@@ -263,3 +274,43 @@ def test_too_large_a_request_is_unschedulable(
     found = wait_for("Unschedulable", unschedulable, 30)
     assert found["status"] == "False"
     assert found["message"] == "0/1 nodes are available: 1 Insufficient cpu."
+
+
+# Through a kubeconfig and the official client only, as a driver reaches a cluster ----------
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_load_balancer_and_the_api_server_proxy_reach_the_pods(
+    kubernetes_cluster: KubernetesDouble, example: dict[str, Any], tmp_path: Path
+) -> None:
+    api = config.new_client_from_config(str(kubernetes_cluster.kubeconfig(tmp_path / "config")))
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    name, service = example["name"], example["service"]
+    deployment = copy.deepcopy(example["deployment"])
+    deployment["spec"]["replicas"] = 1
+    core.create_namespaced_secret(NS, example["secret"])
+    apps.create_namespaced_deployment(NS, deployment)
+    core.create_namespaced_service(NS, service)
+    wait_for(
+        "Available",
+        lambda: apps.read_namespaced_deployment_status(name, NS).status.available_replicas,
+        180,
+    )
+
+    def ingress() -> str | None:
+        found = core.read_namespaced_service(name, NS).status.load_balancer.ingress
+        return found[0].ip if found else None
+
+    address = ipaddress.ip_address(wait_for("the load balancer's address", ingress, 30))
+    assert address.is_loopback and str(address) != "127.0.0.1"  # an address of its own
+    with urllib.request.urlopen(score_request(f"http://{address}:80/score"), timeout=10) as answer:
+        assert answer.status == 200 and len(json.load(answer)) == 1  # one prediction
+
+    selector = ",".join(f"{k}={v}" for k, v in service["spec"]["selector"].items())
+    (pod,) = core.list_namespaced_pod(NS, label_selector=selector).items
+    pod_name = pod.metadata.name
+    for via in (f"pods/{pod_name}:http", f"pods/{pod_name}", f"services/{name}:http"):
+        base = f"/api/v1/namespaces/{NS}/{via}/proxy"
+        assert proxied(api, "GET", base + "/ready")[0] == 200
+        status, _, scored = proxied(api, "POST", base + "/score", SCORE_BODY)
+        assert status == 200 and len(scored) == 1, scored
+    assert core.read_namespaced_pod_log(pod_name, NS, tail_lines=100)  # through the API too

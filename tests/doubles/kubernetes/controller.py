@@ -10,7 +10,9 @@ scheduler, the kubelet and kube-proxy do, driven by the store's events and a res
   Recreate, the status and its Available/Progressing conditions.
 - ReplicaSets: pods created/deleted to spec.replicas, the status.
 - Pods: run by the kubelet (tests/doubles/kubernetes/kubelet.py, pods.py).
-- Services: proxies for LoadBalancer/NodePort (tests/doubles/kubernetes/services.py).
+- Services: proxies for NodePort (127.0.0.1:<nodePort>) and LoadBalancer (besides, an
+  address of its own, on the Service's port) (tests/doubles/kubernetes/services.py).
+- The Node ``double-node``, registered at start with the kubelet's cpu/memory.
 """
 
 from __future__ import annotations
@@ -50,15 +52,16 @@ class Controller:
             memory=memory,
             time_scale=time_scale,
         )
-        self.services = ServiceProxies(store)
         self.resync_s = resync_s
         self.errors: list[str] = []  # tracebacks of failed reconciles, for a test to show
+        self.services = ServiceProxies(store, self.errors)
         self._wake, self._stop = threading.Event(), threading.Event()
         self.deployments = Deployments(store, self.kubelet.events)
         self._thread = threading.Thread(target=self._loop, name="k8s-controller", daemon=True)
         store.subscribe(self._on_event)
 
     def start(self) -> Controller:
+        self.kubelet.register_node()
         self._thread.start()
         return self
 
@@ -98,8 +101,12 @@ class Controller:
         self.kubelet.scheduling_stalled = False
 
     def service_port(self, name: str, namespace: str = "default") -> int | None:
-        """The host port a LoadBalancer/NodePort Service's proxy listens on."""
+        """The node port (on 127.0.0.1) a LoadBalancer/NodePort Service's proxy listens on."""
         return self.services.port(namespace, name)
+
+    def service_address(self, name: str, namespace: str = "default") -> tuple[str, int] | None:
+        """(ingress ip, port) a LoadBalancer Service's own proxy listens on."""
+        return self.services.address(namespace, name)
 
     # The loop --------------------------------------------------------------------------------
     def _on_event(self, event: str, obj: dict[str, Any]) -> None:

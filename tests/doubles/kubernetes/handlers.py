@@ -1,4 +1,5 @@
-"""The verbs on a resource path: get, list, watch, create, update, patch, delete, pod logs."""
+"""The verbs on a resource path: get, list, watch, create, update, patch, delete, pod logs,
+and the pods/services proxy (tests/doubles/kubernetes/proxy.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import yaml
 
 from tests.doubles.kubernetes import patch as patches
+from tests.doubles.kubernetes import proxy
 from tests.doubles.kubernetes.store import ApiError, Kind, not_found
 
 APPLY, SMP = "application/apply-patch+yaml", "application/strategic-merge-patch+json"
@@ -60,6 +62,8 @@ def serve(call: Call) -> None:
     agent = (h.headers.get("User-Agent") or "unknown").split("/")[0]
     manager = query.get("fieldManager") or agent
     dry_run = query.get("dryRun") == "All"
+    if sub == "proxy" and kind.kind in ("Pod", "Service") and name:
+        return proxy.serve(call)
     if sub not in (None, "status", "log") or (sub == "log" and kind.kind != "Pod"):
         raise ApiError(404, "NotFound", "the server could not find the requested resource", {})
     if verb == "get" and sub == "log":
@@ -181,7 +185,14 @@ def logs(call: Call, store: Any) -> None:
         raise not_found(kind, name)
     tail = int(query["tailLines"]) if query.get("tailLines") else None
     follow = query.get("follow") in ("true", "1")
-    chunks = store.pod_logs(namespace, name, tail, follow)
+    previous = query.get("previous") in ("true", "1")
+    timestamps = query.get("timestamps") in ("true", "1")
+    try:
+        chunks = store.pod_logs(
+            namespace, name, tail, follow, previous=previous, timestamps=timestamps
+        )
+    except LookupError as error:  # the container has not started (or never restarted)
+        raise bad_request(str(error)) from None
     if not follow:
         return h.send(200, b"".join(chunks), "text/plain")
     h.start_stream("text/plain")

@@ -6,6 +6,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
+GIT_VERSION = "v1.33.2"  # the API server's, and the node's kubelet's
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -30,6 +32,7 @@ KINDS: dict[str, Kind] = {
     k.kind: k
     for k in (
         Kind("Namespace", "", "v1", "namespaces", False, ("ns",)),
+        Kind("Node", "", "v1", "nodes", False, ("no",)),
         Kind("Pod", "", "v1", "pods", True, ("po",)),
         Kind("Service", "", "v1", "services", True, ("svc",)),
         Kind("Secret", "", "v1", "secrets", True, (), status=False),

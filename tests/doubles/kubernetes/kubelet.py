@@ -14,6 +14,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, NotFound
 
+from tests.doubles.kubernetes import nodes
 from tests.doubles.kubernetes.kubelet_support import (
     CRASH_COMMAND,
     LABEL,
@@ -51,6 +52,7 @@ class Kubelet:
         self.store = store
         self.session = session or uuid.uuid4().hex
         self.allocatable = {"cpu": quantity(cpu), "memory": quantity(memory)}
+        self.capacity = {"cpu": cpu, "memory": memory}  # as the Node shows them
         self.time_scale = time_scale
         self.node_name = node_name
         self.workers: dict[tuple[str, str], PodWorker] = {}
@@ -65,6 +67,10 @@ class Kubelet:
         self._environment = docker_environment
         self._client: Any = None
         store.log_provider = self.logs
+
+    def register_node(self) -> None:
+        """The Node, Ready, with this kubelet's cpu/memory (tests/doubles/kubernetes/nodes.py)."""
+        nodes.register(self.store, self.node_name, self.capacity["cpu"], self.capacity["memory"])
 
     @property
     def client(self) -> Any:
@@ -204,8 +210,14 @@ class Kubelet:
         with contextlib.suppress(NotFound, APIError):
             self.client.api.remove_container(docker_id, force=True)
 
-    def logs(
-        self, namespace: str, pod: str, tail_lines: int | None, follow: bool, previous: bool = False
+    def logs(  # noqa: PLR0917
+        self,
+        namespace: str,
+        pod: str,
+        tail_lines: int | None,
+        follow: bool,
+        previous: bool = False,
+        timestamps: bool = False,
     ) -> Iterator[bytes]:
         """The container's output as ``kubectl logs`` streams it (``store.log_provider``)."""
         worker = self.workers.get((namespace, pod))
@@ -215,13 +227,21 @@ class Kubelet:
         if worker is None or not found:
             reason = worker.waiting[0] if worker else "ContainerCreating"
             name = worker.spec["name"] if worker else ""
+            if previous and worker is not None:
+                message = f'previous terminated container "{name}" in pod "{pod}" not found'
+                raise ContainerNotRunning(message)
             raise ContainerNotRunning(
                 f'container "{name}" in pod "{pod}" is waiting to start: {reason}'
             )
         tail = tail_lines if tail_lines is not None else "all"
-        if follow:
-            return self.client.api.logs(found, stream=True, follow=True, tail=tail)
-        return iter([self.client.api.logs(found, tail=tail)])
+        try:  # Docker's timestamps are the kubelet's: RFC 3339 with nanoseconds, then a space
+            if follow:
+                return self.client.api.logs(
+                    found, stream=True, follow=True, tail=tail, timestamps=timestamps
+                )
+            return iter([self.client.api.logs(found, tail=tail, timestamps=timestamps)])
+        except APIError as error:  # the container is being removed: as if it never ran
+            raise ContainerNotRunning(f'container in pod "{pod}" is gone: {error}') from None
 
     # Faults ----------------------------------------------------------------------------------
     def set_fault(self, namespace: str, deployment: str, fault: str) -> None:

@@ -1,5 +1,6 @@
 """The HTTP API: discovery, CRUD, patches (server-side apply included), watch, pod logs,
-bearer-token auth with forbidden verbs, and faults on demand. Bodies are kube-apiserver's."""
+the pods/services proxy, bearer-token auth with forbidden verbs, and faults on demand.
+Bodies are kube-apiserver's."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
 from tests.doubles.kubernetes import handlers
+from tests.doubles.kubernetes.kinds import GIT_VERSION
 from tests.doubles.kubernetes.store import KINDS, ApiError, Kind, Store, not_found
 
-VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.2", "platform": "linux/amd64"}
+VERSION = {"major": "1", "minor": "33", "gitVersion": GIT_VERSION, "platform": "linux/amd64"}
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+PROXY_VERBS = ["create", "delete", "get", "patch", "update"]
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Rule:
     status: int = 500
     times: int = 1
     retry_after: int = 1
+    content_type: str = ""  # a regular expression searched in the Content-Type ("": any)
     matched: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
     seen: int = 0
@@ -58,13 +62,14 @@ class Api:
         self.lock = threading.Lock()
         self.closing = threading.Event()
 
-    def pick(self, method: str, target: str) -> Rule | None:
+    def pick(self, method: str, target: str, content_type: str = "") -> Rule | None:
         with self.lock:
             for rule in self.rules:
                 if (
                     rule.seen < rule.times
                     and rule.method == method
                     and re.search(rule.path, target)
+                    and re.search(rule.content_type, content_type)
                 ):
                     rule.seen += 1
                     return rule
@@ -94,11 +99,13 @@ def discovery(path: str, port: int) -> dict | None:
 def _resources(k: Kind) -> list[dict]:
     main = {"name": k.plural, "singularName": k.kind.lower(), "namespaced": k.namespaced,
             "kind": k.kind, "verbs": VERBS, "shortNames": list(k.short_names)}  # fmt: skip
-    subs = [("status", ["get", "patch", "update"])] if k.status else []
-    subs += [("log", ["get"])] if k.kind == "Pod" else []
+    subs = [("status", k.kind, ["get", "patch", "update"])] if k.status else []
+    subs += [("log", "Pod", ["get"])] if k.kind == "Pod" else []
+    proxied = k.kind in ("Pod", "Service")
+    subs += [("proxy", f"{k.kind}ProxyOptions", PROXY_VERBS)] if proxied else []
     return [main] + [
         {"name": f"{k.plural}/{s}", "singularName": "", "namespaced": k.namespaced,
-         "kind": k.kind, "verbs": verbs} for s, verbs in subs
+         "kind": kind, "verbs": verbs} for s, kind, verbs in subs
     ]  # fmt: skip
 
 
@@ -113,6 +120,7 @@ def route(path: str) -> tuple[Kind, str | None, str | None, str | None] | None:
     if rest[0] == "namespaces" and len(rest) >= 3:
         namespace, rest = rest[1], rest[2:]
     plural, name, sub = [*rest, None, None][:3]
+    name = unquote(name) if name else name  # pods/{name:port}/proxy: ":" may come as %3A
     for kind in KINDS.values():
         same = (kind.group, kind.version, kind.plural) == (group, version, plural)
         if same and (kind.namespaced or namespace is None):
@@ -122,6 +130,7 @@ def route(path: str) -> tuple[Kind, str | None, str | None, str | None] | None:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # no ~40 ms delayed-ACK stall between head and body
     server: ApiHttpServer
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -142,18 +151,21 @@ class Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self.handle_api("DELETE")
 
+    def do_HEAD(self) -> None:
+        self.handle_api("HEAD")
+
     def handle_api(self, method: str) -> None:
         api = self.server.api
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = self.read_body()
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
         auth = self.headers.get("Authorization") or ""
         user = api.users.get(auth.removeprefix("Bearer ").strip()) if auth else None
         with api.lock:
             api.requests.append(Recorded(method, url.path, query, ctype, body, user))
         try:
-            rule = api.pick(method, self.path)
+            rule = api.pick(method, self.path, ctype)
             if rule is not None:
                 rule.matched.set()
                 if rule.action == "hold":
@@ -164,7 +176,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             if url.path in ("/healthz", "/readyz", "/livez"):
                 return self.send(200, b"ok", "text/plain")
-            found = discovery(url.path, self.server.server_address[1])
+            found = discovery(url.path.rstrip("/") or "/", self.server.server_address[1])
             if found is not None:
                 return self.answer(200, found)
             target = route(url.path)
@@ -198,6 +210,17 @@ class Handler(BaseHTTPRequestHandler):
         call.verb = verb
         handlers.serve(call)
 
+    def read_body(self) -> bytes:
+        if "chunked" not in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b""
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        while self.rfile.readline().strip():  # trailers, up to the empty line
+            pass
+        return body
+
     # Answers --------------------------------------------------------------------------------
     def answer(self, code: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self.send(code, json.dumps(body).encode(), "application/json", headers)
@@ -209,7 +232,8 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def start_stream(self, ctype: str) -> None:
         self.send_response(200)

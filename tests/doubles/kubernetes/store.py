@@ -15,7 +15,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 
-from tests.doubles.kubernetes import apply, validation
+from tests.doubles.kubernetes import apply, nodes, validation
 from tests.doubles.kubernetes.kinds import KINDS, ApiError, Kind, kind_of, not_found, now
 
 __all__ = ["KINDS", "ApiError", "Kind", "Store", "kind_of", "not_found", "now"]
@@ -27,7 +27,11 @@ def matches(obj: dict, selector: dict[str, str] | None) -> bool:
 
 
 class Store:
-    def __init__(self, namespaces: tuple[str, ...] = ("default", "ml", "kube-system")) -> None:
+    def __init__(
+        self,
+        namespaces: tuple[str, ...] = ("default", "ml", "kube-system"),
+        node: str | None = nodes.NODE_NAME,
+    ) -> None:
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str | None, str], dict] = {}
         self._rv = 0
@@ -35,9 +39,12 @@ class Store:
         self._subscribers: list[Callable[[str, dict], None]] = []
         self._watchers: list[queue.Queue] = []
         self._local = threading.local()
-        self.log_provider: Callable[[str, str, int | None, bool], Iterator[bytes]] | None = None
+        # (namespace, pod, tailLines, follow, previous) -> the container's output
+        self.log_provider: Callable[..., Iterator[bytes]] | None = None
         for ns in namespaces:
             self.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}, "kube")
+        if node:
+            self.create(nodes.node(node), "kubelet")
 
     # Reads ----------------------------------------------------------------------------------
     def get(self, kind: str, namespace: str | None, name: str) -> dict | None:
@@ -194,11 +201,20 @@ class Store:
             self._subscribers.append(callback)
 
     def pod_logs(
-        self, namespace: str, name: str, tail_lines: int | None = None, follow: bool = False
+        self,
+        namespace: str,
+        name: str,
+        tail_lines: int | None = None,
+        follow: bool = False,
+        *,
+        previous: bool = False,
+        timestamps: bool = False,
     ) -> Iterator[bytes]:
+        """The pod's container output (none without a controller); raises LookupError when
+        the container has not started (the API server's 400)."""
         if self.log_provider is None:
             return iter(())
-        return self.log_provider(namespace, name, tail_lines, follow)
+        return self.log_provider(namespace, name, tail_lines, follow, previous, timestamps)
 
     # Watches (used by the server) -----------------------------------------------------------
     def watch(self, since: int | None) -> tuple[list[tuple[int, str, dict]], queue.Queue]:
