@@ -200,13 +200,18 @@ def _deploy_target(
         entry.auth_headers = sorted(endpoint.headers)
         entry.auth = how_to_call(key_env_names(target.target))
     entry.tests, entry.logs, entry.notes = outcome.tests, outcome.logs, outcome.notes
+    if endpoint is not None and endpoint.note:
+        entry.notes = [*entry.notes, endpoint.note]
     return outcome.interrupted
 
 
 def _verify(endpoint: Endpoint, plan: Plan, progress: Sink) -> TestRun:
     progress(Event("detail", f"running {len(plan.config.tests.requests)} test requests"))
     return run_tests(
-        endpoint.scoring_uri, plan.config.tests, endpoint.headers, base_dir=plan.inputs.base_dir
+        endpoint.reachable_uri,
+        plan.config.tests,
+        endpoint.headers,
+        base_dir=plan.inputs.base_dir,
     )
 
 

@@ -98,6 +98,16 @@ class Endpoint:
     # Headers every request needs (an auth key). Their values are secrets: the driver adds
     # them to the session's secrets when it learns them, and reports show only the names.
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Where this run's tests reach it, when that is not the scoring URI: a service inside a
+    # cluster, reached through the API server's proxy ("" : the scoring URI itself).
+    test_uri: str = ""
+    # What a reader of the report must know about the address ("internal to the cluster").
+    note: str = ""
+
+    @property
+    def reachable_uri(self) -> str:
+        """The URI this run's tests send requests to."""
+        return self.test_uri or self.scoring_uri
 
 
 @dataclass(frozen=True)

@@ -164,6 +164,9 @@ class ModelRepo:
         self.template = copy_model_repo(root)
         self.config = root / "deploy.yaml"
         self.reports = root / "reports"
+        # Variables set (or, None, removed) in deployer's environment on top of the
+        # platform's: a wrong credential, a missing kubeconfig.
+        self.extra_env: dict[str, str | None] = {}
 
     def write(self, ready_timeout_s: float = 60, **variables: str) -> None:
         """deploy.yaml with one target on the platform and these fault variables."""
@@ -175,6 +178,11 @@ class ModelRepo:
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
         env.update(self.platform.env())
         env["PYTHONPATH"] = os.pathsep.join([str(GUARD_PATH), str(REPO)])
+        for key, value in self.extra_env.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         return env
 
     def command(self, *args: str) -> list[str]:

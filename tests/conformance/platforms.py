@@ -180,7 +180,119 @@ def aci_platform(tmp: Path, dev_env: dict[str, str], client: Any) -> Iterator[Pl
         yield AciPlatform(azure, tmp)
 
 
+# The kubernetes driver's protocol, as API calls (deployer/targets/kubernetes): (method,
+# path, content type), each a regular expression.
+_DEPLOYMENTS = r"/apis/apps/v1/namespaces/[^/]+/deployments/"
+KUBERNETES_STEPS = {
+    # apply: the candidate Deployment is applied
+    "apply": ("PATCH", _DEPLOYMENTS + r"[^/?]+-candidate\?", "apply-patch"),
+    # promote: the service Deployment is applied
+    "promote": ("PATCH", _DEPLOYMENTS + r"(?![^/?]+-candidate\?)[^/?]+\?", "apply-patch"),
+    # confirm: the Deployment's annotation records the new revision
+    "confirm": ("PATCH", _DEPLOYMENTS + r"[^/?]+\?", "merge-patch"),
+}
+
+
+class KubernetesPlatform:
+    """``kubernetes``: the API server double and its controller (tests/doubles/kubernetes),
+    whose pods run as real containers; reached through a kubeconfig only."""
+
+    kind = "kubernetes"
+    replacement = "candidate"
+    switch_drops_requests = False
+    steps = tuple(KUBERNETES_STEPS)
+    namespace = "ml"
+
+    # One replica, as the other platforms serve one instance: a version that dies under
+    # traffic meets it during its tests (tests/targets/test_kubernetes_deploy.py runs two).
+    def __init__(self, cluster: Any, workdir: Path, replicas: int = 1) -> None:
+        self.cluster = cluster
+        self.kubeconfig = cluster.kubeconfig(workdir / "kubeconfig", "double", self.namespace)
+        self.replicas = replicas
+        self._last_url = "http://127.0.0.1:9/score"  # until a Service has an address
+
+    def target_yaml(self, ready_timeout_s: float) -> str:
+        return (
+            f"{{type: kubernetes, context: double, namespace: {self.namespace}, "
+            f"replicas: {self.replicas}, ready_timeout_s: {ready_timeout_s}}}"
+        )
+
+    def env(self) -> dict[str, str]:
+        return {"KUBECONFIG": str(self.kubeconfig)}
+
+    def service_url(self) -> str:
+        """The load balancer's address of the one Service the suite deploys, or the last
+        one seen once it is gone."""
+        for service in self.cluster.store.list("Service", self.namespace):
+            ingress = (service.get("status") or {}).get("loadBalancer", {}).get("ingress")
+            if ingress and ingress[0].get("ip"):
+                self._last_url = f"http://{ingress[0]['ip']}/score"
+        return self._last_url
+
+    def _pods(self, service: str, target: str) -> list[dict[str, Any]]:
+        return [
+            p
+            for p in self.cluster.store.list("Pod", self.namespace)
+            if p["metadata"].get("labels", {}).get("app.kubernetes.io/name") == service
+            and p["metadata"]["labels"].get("app.kubernetes.io/instance", "").startswith(target)
+        ]
+
+    def live_versions(self, service: str, target: str) -> list[str]:
+        return sorted(
+            {
+                p["metadata"]["annotations"].get("deployer.ai/revision", "?")
+                for p in self._pods(service, target)
+                if p["metadata"]["labels"]["app.kubernetes.io/instance"] == target and _ready(p)
+            }
+        )
+
+    def leftovers(self, service: str, target: str) -> list[str]:
+        from deployer.label_values import object_name
+
+        candidate = object_name(service, target) + "-candidate"
+        found = [
+            f"deployment {d['metadata']['name']}"
+            for d in self.cluster.store.list("Deployment", self.namespace)
+            if d["metadata"]["name"] == candidate
+        ]
+        return found + [
+            f"pod {p['metadata']['name']} ({p.get('status', {}).get('phase')}, not ready)"
+            for p in self._pods(service, target)
+            if not _ready(p) or p["metadata"]["labels"]["app.kubernetes.io/instance"] != target
+        ]
+
+    def fail(self, step: str) -> Step:
+        method, path, content_type = KUBERNETES_STEPS[step]
+        # Not a 5xx or 429: deployer retries those, as client-go does. RBAC taking a right
+        # away mid-deploy is what a refusal looks like.
+        return self.cluster.fail(method, path, status=403, content_type=content_type)
+
+    def hold(self, step: str) -> Step:
+        method, path, content_type = KUBERNETES_STEPS[step]
+        return self.cluster.hold(method, path, content_type=content_type)
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+@contextlib.contextmanager
+def kubernetes_platform(tmp: Path, dev_env: dict[str, str], client: Any) -> Iterator[Platform]:
+    import os
+
+    from tests.doubles.kubernetes.fixtures import KubernetesDouble
+
+    environment = {**os.environ, **dev_env}
+    with KubernetesDouble(tmp / "kubernetes", docker_env=environment) as cluster:
+        yield KubernetesPlatform(cluster, tmp)
+
+
 PlatformFactory = Callable[[Path, dict[str, str], Any], contextlib.AbstractContextManager[Platform]]
 
 # The one list of platforms the suite runs against.
-PLATFORMS: dict[str, PlatformFactory] = {"local": local_platform, "aci": aci_platform}
+PLATFORMS: dict[str, PlatformFactory] = {
+    "local": local_platform,
+    "aci": aci_platform,
+    "kubernetes": kubernetes_platform,
+}

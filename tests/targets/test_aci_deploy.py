@@ -48,7 +48,8 @@ READY_S = 240
 
 class Aci(AciPlatform):
     """The conformance suite's ``aci`` platform with more settings in the target's mapping
-    and more variables in deployer's environment (``None`` removes one)."""
+    and the variables of the test environment (the repo's ``extra_env`` adds or removes
+    more)."""
 
     def __init__(
         self,
@@ -56,10 +57,9 @@ class Aci(AciPlatform):
         workdir: Path,
         base_env: dict[str, str],
         settings: dict[str, Any],
-        env: dict[str, str | None],
     ) -> None:
         super().__init__(azure, workdir)
-        self.base_env, self.settings, self.extra_env = base_env, settings, env
+        self.base_env, self.settings = base_env, settings
 
     def target_yaml(self, ready_timeout_s: float) -> str:
         extra = "".join(f", {key}: {json.dumps(value)}" for key, value in self.settings.items())
@@ -71,15 +71,6 @@ class Aci(AciPlatform):
 
 class Repo(ModelRepo):
     platform: Aci
-
-    def env(self) -> dict[str, str]:
-        env = super().env()
-        for key, value in self.platform.extra_env.items():
-            if value is None:
-                env.pop(key, None)
-            else:
-                env[key] = value
-        return env
 
     @property
     def groups(self) -> tuple[str, str]:
@@ -114,8 +105,9 @@ def make_repo(
         **settings: Any,
     ) -> Repo:
         root = tmp_path_factory.mktemp(name)
-        platform = Aci(azure, root, dev_env, settings, env or {})
+        platform = Aci(azure, root, dev_env, settings)
         repo = Repo(root / "repo", platform, TARGET)
+        repo.extra_env = dict(env or {})
         repo.service = f"aci-{name}-{uuid.uuid4().hex[:6]}"
         repo.write(ready_timeout_s)
         made.append(repo)

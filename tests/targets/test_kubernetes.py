@@ -220,12 +220,24 @@ def test_without_autoscale_the_deployment_sets_replicas(
     _assert_valid(manifests)
 
 
-def test_the_image_is_pulled_with_a_secret_only_from_a_private_registry(
-    example: Manifests, example_copy: Callable[..., Path]
-) -> None:
+def test_the_image_is_pulled_with_a_secret_of_the_target(example: Manifests) -> None:
+    # One secret per target (named like its objects), so that down removes it with them.
     pod = example["deployment.yaml"]["spec"]["template"]["spec"]
-    assert pod["imagePullSecrets"] == [{"name": "diabetes-registry"}]
-    manifests = _render(example_copy(("auth: basic", "auth: none")))
+    assert pod["imagePullSecrets"] == [{"name": "diabetes-production-registry"}]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        ("auth: basic", "auth: none"),  # an open registry
+        (RESOURCES, RESOURCES + ", pull_secret: false"),  # the cluster pulls by itself
+    ],
+    ids=["open-registry", "cluster-pulls"],
+)
+def test_no_pull_secret_when_the_cluster_pulls_by_itself(
+    example_copy: Callable[..., Path], edit: tuple[str, str]
+) -> None:
+    manifests = _render(example_copy(edit))
     assert "imagePullSecrets" not in manifests["deployment.yaml"]["spec"]["template"]["spec"]
     _assert_valid(manifests)
 
@@ -266,7 +278,9 @@ def test_no_secret_value_is_rendered(
     secret = "s3cr3t-Value-that-must-not-leak"
     monkeypatch.setenv("REGISTRY_USERNAME", "user-" + secret)
     monkeypatch.setenv("REGISTRY_PASSWORD", secret)
-    for config in (EXAMPLE / "deploy.yaml", example_copy(("auth: basic", "auth: acr"))):
+    # ACR pulls through AKS's kubelet identity unless the target asks for a pull secret.
+    acr = example_copy(("auth: basic", "auth: acr"), (RESOURCES, RESOURCES + ", pull_secret: true"))
+    for config in (EXAMPLE / "deploy.yaml", acr):
         artifacts = _artifacts(config)
         assert "imagePullSecrets" in artifacts["deployment.yaml"]
         for name, text in artifacts.items():

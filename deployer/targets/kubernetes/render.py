@@ -66,7 +66,7 @@ def render(ctx: RenderContext) -> dict[str, str]:
             "deployment.yaml.j2",
             **values,
             image=str(ctx.image),
-            pull_secret=pull_secret_name(ctx.config),
+            pull_secret=pull_secret_name(ctx.config, ctx.name, target),
             user_id=USER_ID,
             probes=_probes(ctx),
             termination_grace_s=_termination_grace_s(ctx),
@@ -87,14 +87,18 @@ def _config_of(ctx: RenderContext) -> Config:
     return ctx.target
 
 
-def pull_secret_name(config: DeployConfig) -> str | None:
-    """The image pull secret the Deployment names, or None when the registry is open.
+def pull_secret_name(config: DeployConfig, target: str, settings: Config) -> str | None:
+    """The image pull secret the Deployment names, or None when the cluster pulls by itself
+    (an open registry, or ACR attached to AKS). One per target, so ``down`` removes it.
 
     The secret itself holds credentials, so it is created at deploy time, never rendered.
     """
-    if config.registry.auth == "none":
+    wanted = settings.pull_secret
+    if wanted is None:
+        wanted = config.registry.auth == "basic"
+    if not wanted or config.registry.auth == "none":
         return None
-    return f"{config.name}-registry"
+    return object_name(config.name, target) + "-registry"
 
 
 def _probes(ctx: RenderContext) -> dict[str, int]:

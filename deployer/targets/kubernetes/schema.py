@@ -75,6 +75,19 @@ class Config(TargetConfig):
         default=5001, description="Container port of the scoring server (>= 1024)."
     )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "LoadBalancer"
+    force_conflicts: bool = Field(
+        default=False,
+        description="Take over fields another field manager (kubectl, Helm, a GitOps "
+        "controller) owns in the applied objects. By default such a conflict fails the deploy "
+        "and names the other manager.",
+    )
+    pull_secret: bool | None = Field(
+        default=None,
+        description="Create an image pull secret from the registry's credentials "
+        "(registry.username_env/password_env) for the pods. Default: with registry auth "
+        "basic; not with acr, whose AKS clusters pull by their kubelet identity "
+        "('az aks update --attach-acr'); never with none.",
+    )
     ready_timeout_s: PositiveFloat = Field(
         default=600,
         description="How long a rollout may take until every new replica is available "
