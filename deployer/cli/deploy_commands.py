@@ -27,9 +27,11 @@ from deployer.console import ConsoleProgress
 if TYPE_CHECKING:
     from deployer.cli.common import Commands
     from deployer.config.model import DeployConfig
+    from deployer.plan import Plan
     from deployer.report import DeployReport
     from deployer.secrets import Masker, Secrets
     from deployer.targets.contract import Version
+    from deployer.targets.kubernetes.dry_run import ClusterPreview
 
 EXIT_BUG = 70
 
@@ -122,6 +124,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         result = preview(plan, baseline, check, live)
     finally:
         progress.close()
+    clusters = _cluster_previews(plan, args, secrets)
     if args.out is not None:
         from deployer.render import write_plan
 
@@ -134,6 +137,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"{target.name:<12} {target.kind:<11} {target.image}  {exists[target.image_exists]}")
         for change in target.changes:
             print(masker.text(f"  {change}"))
+    for cluster in clusters:
+        _write_cluster_preview(cluster, json_path.parent, masker)
     print(f"plan: {json_path} {md_path}")
     if job is not None:
         return report_to_github(args, job, json_path, md_path, secrets)
@@ -151,6 +156,40 @@ def _live_versions(
     from deployer.targets.contract import Session
 
     return live_versions(config, names, Session(discard, secrets, os.environ))
+
+
+def _cluster_previews(
+    plan: Plan, args: argparse.Namespace, secrets: Secrets
+) -> list[ClusterPreview]:
+    """Each kubernetes target's RBAC, and the dry run of its apply where its cluster
+    answers (not offline). The kubernetes modules are imported only when there is one."""
+    targets = [t for t in plan.targets if t.kind == "kubernetes"]
+    if not targets:
+        return []
+    from deployer.events import discard
+    from deployer.targets.contract import Session
+    from deployer.targets.kubernetes.dry_run import cluster_preview
+
+    session = Session(discard, secrets, os.environ) if args.check_registry else None
+    return [cluster_preview(plan.config, t.name, t.artifacts, t.revision, session) for t in targets]
+
+
+def _write_cluster_preview(cluster: ClusterPreview, folder: Path, masker: Masker) -> None:
+    """Print a kubernetes target's plan section; write its Role and its dry run beside the
+    plan report (a dry run from an earlier plan is removed when this one was skipped)."""
+    from deployer.targets.kubernetes.dry_run import plan_lines
+
+    role_path = folder / f"{cluster.target}-rbac.yaml"
+    role_path.write_text(cluster.role, encoding="utf-8")
+    diff_path = folder / f"{cluster.target}-dry-run.diff"
+    diff_name = None
+    if cluster.diffs is None:
+        diff_path.unlink(missing_ok=True)
+    else:
+        diff_path.write_text(masker.text(cluster.diff_file()), encoding="utf-8")
+        diff_name = str(diff_path)
+    for line in plan_lines(cluster, str(role_path), diff_name):
+        print(masker.text(line))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -205,7 +244,10 @@ def add_commands(commands: Commands) -> None:
         description="For each target: the image deploy would build (and whether the registry "
         "already has it), and what changes compared with what is live (or, where the platform "
         "cannot be asked, with the last deploy report in --report-dir). Writes "
-        "REPORT_DIR/plan/deploy-report.json and .md (for a pull-request comment).",
+        "REPORT_DIR/plan/deploy-report.json and .md (for a pull-request comment). For a "
+        "kubernetes target, also the RBAC Role its deploying identity needs "
+        "(REPORT_DIR/plan/TARGET-rbac.yaml) and, where its cluster answers, a server-side "
+        "dry run of the apply, diffed against what is live (TARGET-dry-run.diff).",
     )
     add_config(p)
     add_targets(p)
