@@ -42,8 +42,23 @@ def renderer(kind: str) -> Renderer:
     return cast("Renderer", import_module(f"deployer.targets.{SCHEMAS[kind].KIND}.render"))
 
 
+# The optional dependencies (pyproject's extras) each kind's driver needs.
+EXTRAS = {"aci": "azure", "functions": "azure", "iot_edge": "azure", "kubernetes": "kubernetes"}
+
+
 def driver(kind: str) -> DriverModule:
-    return cast("DriverModule", import_module(f"deployer.targets.{SCHEMAS[kind].KIND}.driver"))
+    try:
+        module = import_module(f"deployer.targets.{SCHEMAS[kind].KIND}.driver")
+    except ModuleNotFoundError as missing:
+        if (missing.name or "").startswith("deployer") or kind not in EXTRAS:
+            raise  # deployer's own module: a bug, not an installation to fix
+        from deployer.errors import UserError
+
+        raise UserError(
+            f"deploying to {kind} targets needs the package {missing.name!r}, which is not "
+            f"installed: pip install 'deployer[{EXTRAS[kind]}]'"
+        ) from missing
+    return cast("DriverModule", module)
 
 
 if TYPE_CHECKING:

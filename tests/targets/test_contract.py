@@ -185,3 +185,18 @@ def test_every_driver_module_is_loaded_by_name_only() -> None:
     assert sorted(set(importers) - set(helpers)) == [Path("deployer/targets/kinds.py")], importers
     assert not [p for p in helpers if p.name in ("schema.py", "render.py")], helpers
     assert import_module("deployer.targets.kinds").driver("local").__name__.endswith("local.driver")
+
+
+def test_a_driver_whose_sdk_is_missing_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from deployer.errors import UserError
+
+    for name in [m for m in sys.modules if m.startswith("deployer.targets.kubernetes.")]:
+        if not name.endswith(".schema"):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "kubernetes", None)  # as if not installed
+    with pytest.raises(UserError, match=r"pip install 'deployer\[kubernetes\]'"):
+        kinds.driver("kubernetes")
