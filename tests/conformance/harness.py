@@ -15,6 +15,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -128,6 +129,18 @@ class Deployed:
     def target(self) -> dict[str, Any]:
         (only,) = self.report["targets"]
         return dict(only)
+
+
+def failed_with(deployed: Deployed, *phrases: str) -> str:
+    """The target's error, after checking the deploy failed (exit 1, no traceback of
+    deployer's own) with it and these phrases in it."""
+    assert deployed.code == 1, deployed.output
+    assert not re.search("^Traceback", deployed.output, re.M), deployed.output
+    target = deployed.target
+    assert target["status"] == "failed", target
+    for phrase in phrases:
+        assert phrase in target["error"], (phrase, target["error"])
+    return str(target["error"])
 
 
 def copy_model_repo(root: Path) -> str:

@@ -292,12 +292,16 @@ def test_a_load_balancer_and_the_api_server_proxy_reach_the_pods(
     core.create_namespaced_service(NS, service)
     wait_for(
         "Available",
-        lambda: apps.read_namespaced_deployment_status(name, NS).status.available_replicas,
+        # No status until the controller has seen the Deployment.
+        lambda: getattr(
+            apps.read_namespaced_deployment_status(name, NS).status, "available_replicas", None
+        ),
         180,
     )
 
     def ingress() -> str | None:
-        found = core.read_namespaced_service(name, NS).status.load_balancer.ingress
+        status = core.read_namespaced_service(name, NS).status
+        found = status.load_balancer.ingress if status and status.load_balancer else None
         return found[0].ip if found else None
 
     address = ipaddress.ip_address(wait_for("the load balancer's address", ingress, 30))

@@ -24,7 +24,15 @@ from urllib.parse import urlsplit
 import pytest
 
 from deployer.targets.aci.driver import PROVIDER, group_names
-from tests.conformance.harness import ANSWER, ROW, TOLERANCE, Deployed, ModelRepo, score_once
+from tests.conformance.harness import (
+    ANSWER,
+    ROW,
+    TOLERANCE,
+    Deployed,
+    ModelRepo,
+    failed_with,
+    score_once,
+)
 from tests.conformance.platforms import AciPlatform
 from tests.docker.conftest import dev_env
 from tests.doubles.azure import AzureDouble
@@ -139,17 +147,6 @@ def bearer(key: str) -> dict[str, str]:
 
 def report_texts(repo: ModelRepo) -> str:
     return "".join(p.read_text() for p in sorted(repo.reports.glob("deploy-report.*")))
-
-
-def failed(deployed: Deployed, *phrases: str) -> str:
-    """The target's error, after checking the deploy failed with it and these phrases."""
-    assert deployed.code == 1, deployed.output
-    assert not re.search("^Traceback", deployed.output, re.M), deployed.output  # deployer's
-    target = deployed.target
-    assert target["status"] == "failed", target
-    for phrase in phrases:
-        assert phrase in target["error"], (phrase, target["error"])
-    return str(target["error"])
 
 
 def puts(azure: AzureDouble, group: str) -> list[Any]:
@@ -280,7 +277,7 @@ def test_pull_with_a_managed_identity(
         azure.revoke_acr_pull(identity, registry)
         repo.write(READY_S, VERSION="2")
         second = repo.deploy()
-        error = failed(second, "not accessible")
+        error = failed_with(second, "not accessible")
         assert "image" in error and "credential" in error, error
         assert second.target["seconds"]["deploy"] < FAST_S, second.target["seconds"]
         # The previous version keeps serving.
@@ -298,7 +295,7 @@ def test_a_wrong_registry_password_fails_fast(make_repo: Any, azure: AzureDouble
         env={"PULL_PASSWORD": "not-the-password-" + uuid.uuid4().hex[:8]},
     )
     deployed = repo.deploy()
-    failed(deployed, "not accessible")
+    failed_with(deployed, "not accessible")
     assert deployed.target["seconds"]["deploy"] < FAST_S, deployed.target["seconds"]
     assert not set(repo.groups) & names(azure)
 
@@ -352,7 +349,7 @@ def test_arm_errors_name_the_fix(
     arm_failures: dict[str, tuple[Repo, Deployed]], azure: AzureDouble, fault: str
 ) -> None:
     repo, deployed = arm_failures[fault]
-    error = failed(deployed, *ARM_FAULTS[fault][1])
+    error = failed_with(deployed, *ARM_FAULTS[fault][1])
     if fault == "revoked":  # the scope: the group's resource id
         assert f"/resourceGroups/ml-rg/providers/{PROVIDER}/containerGroups/" in error, error
         assert "az role assignment create" in error, error
@@ -401,7 +398,7 @@ def test_a_refused_token_names_the_fix(make_repo: Any, azure: AzureDouble) -> No
         deployed = repo.deploy()
     finally:
         rule.seen = rule.times  # spent: later tests are not refused
-    failed(deployed, "Azure refused the credential", "az login")
+    failed_with(deployed, "Azure refused the credential", "az login")
 
 
 # A candidate that never serves -----------------------------------------------------------
@@ -416,7 +413,7 @@ def test_a_crash_looping_candidate_fails_fast_with_its_logs(
     crashed: tuple[Repo, Deployed], azure: AzureDouble
 ) -> None:
     repo, deployed = crashed
-    failed(deployed, f"the container of {repo.groups[1]} exited", "restarted")
+    failed_with(deployed, f"the container of {repo.groups[1]} exited", "restarted")
     assert re.search(r"restarted [0-9]+ times", deployed.target["error"])
     assert deployed.target["seconds"]["deploy"] < FAST_S, deployed.target["seconds"]
     assert any("crashing on purpose" in line for line in deployed.target["logs"]), deployed.target
@@ -439,7 +436,7 @@ def test_a_group_stuck_pending_fails_at_the_ready_deadline(
         deployed = repo.deploy()
     finally:
         stall.released.set()
-    failed(deployed, f"{candidate} did not become ready", "Pending", "ready deadline of 5 s")
+    failed_with(deployed, f"{candidate} did not become ready", "Pending", "ready deadline of 5 s")
     assert stall.matched.is_set()
     assert 5 <= deployed.target["seconds"]["deploy"] < FAST_S, deployed.target["seconds"]
     assert not set(repo.groups) & names(azure), azure.groups()
@@ -454,7 +451,7 @@ def test_without_a_custom_cloud_nothing_reaches_the_network(
     repo = make_repo("nocloud", env={"DEPLOYER_AZURE_CLOUD": None})
     seen = len(azure.requests())
     deployed = repo.deploy()
-    error = failed(deployed)
+    error = failed_with(deployed)
     assert "no Azure token" in error, error
     assert "DEPLOYER_AZURE_CLOUD" in error, error
     assert len(azure.requests()) == seen

@@ -25,7 +25,15 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conformance.harness import ANSWER, TOLERANCE, Deployed, Load, ModelRepo, score_once
+from tests.conformance.harness import (
+    ANSWER,
+    TOLERANCE,
+    Deployed,
+    Load,
+    ModelRepo,
+    failed_with,
+    score_once,
+)
 from tests.conformance.platforms import KubernetesPlatform
 from tests.docker.conftest import dev_env
 from tests.doubles.kubernetes.fixtures import KubernetesDouble
@@ -118,17 +126,6 @@ def make_repo(
 
 
 # Helpers ---------------------------------------------------------------------------------
-def failed(deployed: Deployed, *phrases: str, code: int = 1) -> str:
-    """The target's error, after checking the deploy failed with it and these phrases."""
-    assert deployed.code == code, deployed.output
-    assert not re.search("^Traceback", deployed.output, re.M), deployed.output  # deployer's
-    target = deployed.target
-    assert target["status"] == "failed", target
-    for phrase in phrases:
-        assert phrase in target["error"], (phrase, target["error"])
-    return str(target["error"])
-
-
 def deploy_seconds(deployed: Deployed) -> float:
     return float(deployed.target["seconds"]["deploy"])
 
@@ -239,7 +236,7 @@ def test_a_conflicting_field_manager_is_reported_not_forced(
     repo.write(CONFORMANCE_VERSION="conflict")
     with Load(deployed.target["scoring_uri"]).running() as load:
         result = repo.deploy()
-    error = failed(result, "another field manager owns fields", "force_conflicts: true")
+    error = failed_with(result, "another field manager owns fields", "force_conflicts: true")
     assert "kubectl" in error
     assert f"the previous version {deployed.target['revision']} serves" in error
     assert load.failed == 0, str(load)
@@ -278,7 +275,7 @@ def test_an_init_that_raises_fails_fast_and_the_old_pods_keep_answering(
     (repo.root / "score.py").write_text(
         (repo.root / "score.py").read_text().split("\n\ndef init():\n    raise")[0]
     )
-    error = failed(
+    error = failed_with(
         result, "keeps crashing (CrashLoopBackOff)", f"the previous version {before} serves"
     )
     assert deploy_seconds(result) < FAST_S, result.target["seconds"]
@@ -308,7 +305,7 @@ def test_a_rollout_that_crashes_is_undone_through_the_previous_replica_set(
             result = repo.deploy()
     finally:
         cluster.controller.clear_faults(repo.name, NS)
-    failed(result, "keeps crashing", f"the previous version {before} serves")
+    failed_with(result, "keeps crashing", f"the previous version {before} serves")
     assert load.failed == 0, str(load)
     assert "rolling deployment" in result.output and "back to revision" in result.output
     after = deployment(cluster, repo.name)
@@ -324,7 +321,7 @@ def test_an_image_the_cluster_cannot_pull_fails_fast(make_repo: Any) -> None:
     """No pull secret for a registry that wants one: the kubelet's pull is refused."""
     repo = make_repo("nopull", pull_secret=False, replicas=1)
     result = repo.deploy()
-    failed(result, "cannot start its container (", "rolled back")
+    failed_with(result, "cannot start its container (", "rolled back")
     assert re.search(r"ImagePullBackOff|ErrImagePull", result.target["error"])
     assert deploy_seconds(result) < FAST_S, result.target["seconds"]
 
@@ -332,7 +329,7 @@ def test_an_image_the_cluster_cannot_pull_fails_fast(make_repo: Any) -> None:
 def test_a_pod_no_node_has_room_for_names_the_resource(make_repo: Any) -> None:
     repo = make_repo("toobig", replicas=1, resources={"cpu": "500m", "memory": "64Gi"})
     result = repo.deploy()
-    error = failed(result, "cannot be scheduled", "Insufficient memory")
+    error = failed_with(result, "cannot be scheduled", "Insufficient memory")
     assert "memory (the pod requests 64Gi)" in error
     assert deploy_seconds(result) < FAST_S, result.target["seconds"]
 
@@ -370,7 +367,7 @@ def test_a_missing_right_names_the_role_to_bind(make_repo: Any, cluster: Kuberne
         result = repo.deploy()
     finally:
         cluster.allow("deployer", "patch", "deployments")
-    failed(result, "forbids it (403)", "deployer plan -t")
+    failed_with(result, "forbids it (403)", "deployer plan -t")
 
 
 # Connecting ------------------------------------------------------------------------------
@@ -483,3 +480,23 @@ def test_logs_follow_streams_new_lines(served: tuple[Repo, Deployed, int]) -> No
     proc.terminate()
     proc.wait(30)
     assert any('"path":"/score"' in line for line in lines), lines
+
+
+def test_a_node_port_service_is_reached_on_a_node_address(
+    make_repo: Any, cluster: KubernetesDouble
+) -> None:
+    repo = make_repo("nodeport", replicas=1, service_type="NodePort")
+    result = repo.deploy()
+    assert result.code == 0, result.output
+    service = cluster.store.get("Service", NS, repo.name)
+    node_port = service["spec"]["ports"][0]["nodePort"]
+    # The node's InternalIP (the double's one node is 127.0.0.1) and the Service's node port.
+    assert result.target["scoring_uri"] == f"http://127.0.0.1:{node_port}/score"
+    assert score_once(result.target["scoring_uri"]) == pytest.approx(ANSWER, abs=TOLERANCE)
+    # An identity that may not list nodes (a namespaced Role) is told where to look.
+    cluster.forbid("deployer", "list", "nodes")
+    try:
+        status = repo.run("status", "-t", TARGET)
+    finally:
+        cluster.allow("deployer", "list", "nodes")
+    assert f"http://<node-address>:{node_port}/score" in status.stdout, status.stdout
