@@ -63,6 +63,8 @@ from deployer.targets.kubernetes.schema import Config
 
 ADDRESS_POLL_S = 2.0
 GONE_WAIT_S = 120.0
+# After the old pods' preStop delay: a moment for them to close their connections.
+SETTLE_MARGIN_S = 1.0
 
 
 def connect(target: TargetRef, session: Session) -> KubernetesDriver:
@@ -314,6 +316,8 @@ class KubernetesDriver:
         deadline = Deadline(self.settings.ready_timeout_s)
         self._watch(self.name, candidate.revision, deadline)
         endpoint = self._wait_for_address(deadline)
+        if previous is not None:
+            self._let_old_pods_leave(deadline)
         deployment = self.get_object("Deployment", self.name) or {}
         return Version(
             candidate.revision,
@@ -323,6 +327,21 @@ class KubernetesDriver:
             detail=self._version(deployment).detail if deployment else "",
             ref=f"deployment/{self.name} in namespace {self.ns}",
         )
+
+    def _let_old_pods_leave(self, deadline: Deadline) -> None:
+        """A rollout is done when the old pods are deleted, but each keeps serving its
+        connections through its preStop delay (while endpoints and load balancers forget
+        it), then drains. Wait that long, so the tests that follow on the Service's address
+        test the new version alone, under the traffic it now takes."""
+        spec = self._applied["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+        pre_stop = spec.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        settle = float(pre_stop) + SETTLE_MARGIN_S
+        self._progress(
+            f"waiting {settle:g} s for the previous pods to leave the Service (their preStop "
+            "delay) before testing it",
+            "detail",
+        )
+        deadline.sleep(settle)
 
     def confirm(self, version: Version) -> None:
         self._check_no_restarts(version.revision)

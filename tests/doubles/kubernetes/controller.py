@@ -126,12 +126,28 @@ class Controller:
                 del self.errors[:-20]
 
     def reconcile(self) -> None:
+        self._collect_garbage()
         for deployment in self.store.list("Deployment"):
             self._guarded(self.deployments.sync, deployment)
         for replica_set in self.store.list("ReplicaSet"):
             self._guarded(self.sync_replica_set, replica_set)
         self.kubelet.sync()
         self.services.sync()
+
+    def _collect_garbage(self) -> None:
+        """What kube-controller-manager's garbage collector does: a ReplicaSet or pod whose
+        owners are all gone is deleted (one made by a sync that raced the owner's deletion)."""
+        alive = {
+            o["metadata"]["uid"]
+            for kind in ("Deployment", "ReplicaSet")
+            for o in self.store.list(kind)
+        }
+        for kind in ("ReplicaSet", "Pod"):
+            for obj in self.store.list(kind):
+                owners = obj["metadata"].get("ownerReferences") or []
+                if owners and not any(ref.get("uid") in alive for ref in owners):
+                    meta = obj["metadata"]
+                    self.store.delete(kind, meta["namespace"], meta["name"])
 
     def _guarded(self, sync: Any, obj: dict[str, Any]) -> None:
         try:
