@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from deployer import __version__
-from deployer.cli import build_commands, deploy_commands, operate_commands
+from deployer.cli import build_commands, deploy_commands, operate_commands, simulate_commands
 from deployer.cli.common import github_job
 from deployer.cli.deploy_commands import EXIT_BUG
 from deployer.errors import ConfigError, DeployerError
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     build_commands.add_commands(commands)
     deploy_commands.add_commands(commands)
     operate_commands.add_commands(commands)
+    simulate_commands.add_commands(commands)
     return parser
 
 
