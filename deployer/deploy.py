@@ -206,6 +206,9 @@ def _deploy_target(
 
 
 def _verify(endpoint: Endpoint, plan: Plan, progress: Sink) -> TestRun:
+    if not endpoint.reachable:
+        progress(Event("detail", f"tests not run: {endpoint.note}"))
+        return TestRun(endpoint.scoring_uri, skipped=endpoint.note)
     progress(Event("detail", f"running {len(plan.config.tests.requests)} test requests"))
     return run_tests(
         endpoint.reachable_uri,

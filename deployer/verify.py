@@ -72,6 +72,9 @@ class TestRun:
     results: list[RequestResult] = field(default_factory=list)
     latency: Latency | None = None
     error: str | None = None  # the service could not be reached at all
+    # Why no test was sent: the endpoint is out of this machine's reach (a device's
+    # address on its own network). Nothing failed, and nothing was proven.
+    skipped: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -83,6 +86,8 @@ class TestRun:
 
     @property
     def summary(self) -> str:
+        if self.skipped is not None:
+            return f"not run: {self.skipped}"
         passed = sum(r.passed for r in self.results)
         return f"{passed}/{len(self.results)} passed"
 

@@ -103,6 +103,9 @@ class Endpoint:
     test_uri: str = ""
     # What a reader of the report must know about the address ("internal to the cluster").
     note: str = ""
+    # False when this machine cannot reach it at all (a device on its own network, and no
+    # test_uri): the tests are not run, and the note says why.
+    reachable: bool = True
 
     @property
     def reachable_uri(self) -> str:

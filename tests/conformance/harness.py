@@ -131,6 +131,22 @@ class Deployed:
         return dict(only)
 
 
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` set (the registry's credentials, which deploy.yaml names
+    and the deployer subprocesses read), as it was again afterwards."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def failed_with(deployed: Deployed, *phrases: str) -> str:
     """The target's error, after checking the deploy failed (exit 1, no traceback of
     deployer's own) with it and these phrases in it."""

@@ -288,6 +288,81 @@ def kubernetes_platform(tmp: Path, dev_env: dict[str, str], client: Any) -> Iter
         yield KubernetesPlatform(cluster, tmp)
 
 
+# The iot_edge driver's protocol, as IoT Hub calls (deployer/targets/iot_edge): in place, so
+# apply is the one step (the device swaps the module; there is no promote or confirm call).
+IOT_EDGE_STEPS = {"apply": ("POST", r"/devices/[^/]+/applyConfigurationContent")}
+
+
+class IotEdgePlatform:
+    """``iot_edge``: the IoT Hub double (tests/doubles/iothub) with one edge device, whose
+    simulated edge agent runs the manifest's modules as containers on this machine: the
+    device's network is this one, so ``test_uri`` and the scoring URI are both local."""
+
+    kind = "iot_edge"
+    replacement = "in-place"
+    # The edge agent stops the old module before it starts the new one.
+    switch_drops_requests = True
+    steps = tuple(IOT_EDGE_STEPS)
+    device = "conformance-device"
+
+    def __init__(self, hub: Any, client: Any, port: int) -> None:
+        self.hub = hub
+        self.client = client
+        self.port = port
+        hub.add_device(self.device)
+
+    def target_yaml(self, ready_timeout_s: float) -> str:
+        uri = self.service_url()
+        return (
+            f"{{type: iot_edge, hub: testhub, device_id: {self.device}, module_name: model, "
+            f'port: {self.port}, device_address: 127.0.0.1, test_uri: "{uri}", '
+            f"ready_timeout_s: {ready_timeout_s}}}"
+        )
+
+    def env(self) -> dict[str, str]:
+        return dict(self.hub.env())
+
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/score"
+
+    def _containers(self) -> list[Any]:
+        from deployer.targets.iot_edge.engine import LABEL_MODULE, LABEL_SESSION
+
+        found = self.client.containers.list(
+            all=True, filters={"label": f"{LABEL_SESSION}={self.hub.session}"}
+        )
+        return [c for c in found if c.labels.get(LABEL_MODULE) == "model"]
+
+    def live_versions(self, service: str, target: str) -> list[str]:
+        revisions = []
+        for container in self._containers():
+            if container.status == "running":
+                env = dict(e.split("=", 1) for e in container.attrs["Config"]["Env"] or [])
+                revisions.append(env.get("DEPLOYER_REVISION", "?"))
+        return revisions
+
+    def leftovers(self, service: str, target: str) -> list[str]:
+        return [f"{c.name} ({c.status})" for c in self._containers() if c.status != "running"]
+
+    def fail(self, step: str) -> Step:
+        method, path = IOT_EDGE_STEPS[step]
+        # Not a 5xx or 429: deployer retries those.
+        return self.hub.fail(method, path, status=400)
+
+    def hold(self, step: str) -> Step:
+        method, path = IOT_EDGE_STEPS[step]
+        return self.hub.hold(method, path)
+
+
+@contextlib.contextmanager
+def iot_edge_platform(tmp: Path, dev_env: dict[str, str], client: Any) -> Iterator[Platform]:
+    from deployer.targets.local.driver import free_port
+    from tests.doubles.iothub import IoTHubDouble
+
+    with IoTHubDouble(tmp / "iothub", docker_env=dev_env) as hub:
+        yield IotEdgePlatform(hub, client, free_port())
+
+
 PlatformFactory = Callable[[Path, dict[str, str], Any], contextlib.AbstractContextManager[Platform]]
 
 # The one list of platforms the suite runs against.
@@ -295,4 +370,5 @@ PLATFORMS: dict[str, PlatformFactory] = {
     "local": local_platform,
     "aci": aci_platform,
     "kubernetes": kubernetes_platform,
+    "iot_edge": iot_edge_platform,
 }

@@ -26,6 +26,7 @@ from tests.conformance.harness import (
     Load,
     ModelRepo,
     Platform,
+    environment,
     finish,
     interrupt,
     score_once,
@@ -51,23 +52,26 @@ def platform(
 def repo(
     platform: Platform, tmp_path_factory: pytest.TempPathFactory, dev_env: dict[str, str]
 ) -> Iterator[ModelRepo]:
-    import os
-
-    saved = {k: os.environ.get(k) for k in dev_env}
-    os.environ.update(dev_env)  # the registry's credentials, for the deployer subprocesses
     made = ModelRepo(tmp_path_factory.mktemp("model") / "repo", platform)
-    yield made
-    made.run("down", "-t", made.target, "--images")
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(dev_env):  # the registry's credentials, for the deployer subprocesses
+        yield made
+        made.run("down", "-t", made.target, "--images")
 
 
 def _seamless(platform: Platform) -> bool:
     """Whether a switch of versions keeps every request answered on this platform."""
     return platform.replacement == "candidate" and not platform.switch_drops_requests
+
+
+def _no_failed_request_before_promote(platform: Platform, load: Load) -> None:
+    """For a version that fails before it is promoted: a candidate platform kept the previous
+    version serving all along, so no request may fail. An in-place one (IoT Edge, a
+    Functions restart) had replaced it already, and its rollback is a second replacement:
+    the failures are counted and shown, not asserted."""
+    if platform.replacement == "candidate":
+        assert load.failed == 0, str(load)
+    else:
+        print(f"{platform.kind} (in-place): {load}")
 
 
 def _at(platform: Platform, step: str) -> None:
@@ -149,7 +153,7 @@ def test_a_version_that_fails_its_tests_is_rolled_back(repo: ModelRepo, platform
     _failed(deployed, "fails its tests", f"the previous version {before} serves")
     assert deployed.target["tests"]["passed"] is False
     assert _one_live(repo) == before
-    assert load.failed == 0, str(load)
+    _no_failed_request_before_promote(platform, load)
 
 
 def test_a_version_that_never_becomes_ready_is_rolled_back(
@@ -161,7 +165,7 @@ def test_a_version_that_never_becomes_ready_is_rolled_back(
         deployed = repo.deploy()
     _failed(deployed, "within the ready deadline of 5 s", f"the previous version {before} serves")
     assert _one_live(repo) == before
-    assert load.failed == 0, str(load)
+    _no_failed_request_before_promote(platform, load)
 
 
 def test_a_version_that_fails_after_taking_over_is_rolled_back(
@@ -217,7 +221,7 @@ def test_ctrl_c_rolls_back_and_writes_the_report(repo: ModelRepo, platform: Plat
     assert target["error"].startswith("interrupted; rolled back"), target["error"]
     assert f"the previous version {before} serves" in target["error"]
     assert _one_live(repo) == before
-    assert load.failed == 0, str(load)
+    _no_failed_request_before_promote(platform, load)
 
 
 # A deploy killed at any step ----------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_the_local_driver_implements_every_method_of_the_contract() -> None:
     assert LocalDriver.replacement == "candidate"
 
 
-@pytest.mark.parametrize(("kind", "target"), [("iot_edge", "edge")])
+@pytest.mark.parametrize(("kind", "target"), [("functions", "batch")])
 def test_kinds_without_a_driver_say_so_for_every_command(
     kind: str, target: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,6 +31,7 @@ from tests.conformance.harness import (
     Deployed,
     Load,
     ModelRepo,
+    environment,
     failed_with,
     score_once,
 )
@@ -96,8 +97,6 @@ def make_repo(
     """``make_repo(name, ready_timeout_s=..., env=..., target=..., **settings)``: a model
     repo of a service of its own with one kubernetes target; ``deployer down`` at the end."""
     made: list[Repo] = []
-    saved = {k: os.environ.get(k) for k in dev_env}
-    os.environ.update(dev_env)  # the registry's credentials, for the deployer subprocesses
 
     def make(
         name: str,
@@ -115,14 +114,10 @@ def make_repo(
         made.append(repo)
         return repo
 
-    yield make
-    for repo in made:
-        repo.down()
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with environment(dev_env):  # the registry's credentials, for deployer
+        yield make
+        for repo in made:
+            repo.down()
 
 
 # Helpers ---------------------------------------------------------------------------------

@@ -6,7 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, model_validator
 
-from deployer.config.fields import Port, PositiveFloat, Rule, Section, TargetConfig, error
+from deployer.config.fields import (
+    EnvVarName,
+    Port,
+    PositiveFloat,
+    Rule,
+    Section,
+    TargetConfig,
+    error,
+)
 
 KIND = "iot_edge"
 
@@ -107,6 +115,31 @@ class Config(TargetConfig):
         default_factory=dict, description="edgeHub routes: name -> 'FROM ... INTO ...'."
     )
     registry_credentials_name: RegistryCredentialsName | None = None
+    auth: Literal["connection_string", "entra"] = Field(
+        default="connection_string",
+        description="connection_string: the hub's service connection string, from the "
+        "environment variable connection_string_env names (a shared access policy with "
+        "service connect and registry read/write); entra: the identity deployer runs as "
+        "(DefaultAzureCredential: azure/login, az login), with the IoT Hub Data Contributor "
+        "role on the hub, reached at <hub>.azure-devices.net (or the cloud's suffix).",
+    )
+    connection_string_env: EnvVarName = Field(
+        default="IOTHUB_CONNECTION_STRING",
+        description="Name of the environment variable holding the hub's service connection "
+        "string (not the string itself).",
+    )
+    device_address: str | None = Field(
+        default=None,
+        description="Host name or IP address the device answers on, for the scoring URI "
+        "http://<device_address>:<port>/score (default: the device id). It is on the "
+        "device's network: deployer reports it, and tests it only through test_uri.",
+    )
+    test_uri: Annotated[str, Field(pattern=r"^https?://[^/\s]+(/\S*)?$")] | None = Field(
+        default=None,
+        description="Where this machine reaches the model module's /score (a VPN, a port "
+        "forward, a device on the runner's network). Without it deploy.yaml's tests are "
+        "not run after a deploy: the device is out of reach, and the report says so.",
+    )
     ready_timeout_s: PositiveFloat = Field(
         default=900,
         description="How long the device may take to report the new module running (image "
