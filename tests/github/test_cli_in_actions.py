@@ -80,11 +80,11 @@ def test_a_plan_whose_token_cannot_read_artifacts_warns_and_still_comments(
 def test_a_failed_deploy_is_an_error_annotation_and_a_failed_report(cli_job: MakeJob) -> None:
     job = cli_job()
     run = job.cli("deploy", "-c", "deploy.yaml", "-t", "edge", "--report-dir", str(job.reports))
-    assert run.returncode == 2  # a kind without a driver: the user asked for it
+    assert run.returncode == 2  # the job gives no IoT Hub connection string: the user's to fix
     (error,) = [c for c in run.commands if c.startswith("::error")]
     assert error.startswith(
         "::error title=deployer%3A edge (iot_edge)::"
-        "deploying to 'iot_edge' targets is not available"
+        "the IoT Hub connection string is read from IOTHUB_CONNECTION_STRING, which is not set"
     )
     (body,) = job.github.bodies(42)
     assert "<!-- deployer-section: deploy edge -->\n### Deploy of `diabetes`: FAILED" in body

@@ -132,7 +132,8 @@ def test_status_reports_the_module_and_the_device(served: tuple[ModelRepo, Any, 
     repo, deployed, _ = served
     status = repo.run("status", "-t", TARGET)
     assert status.returncode == 0, status.stderr
-    assert f"{TARGET} (iot_edge): healthy (module model running on served-device)" in status.stdout
+    head = f"{TARGET} (iot_edge): healthy (module model running on served-device, Connected)"
+    assert head in status.stdout, status.stdout
     assert f"revision     {deployed.target['revision']}" in status.stdout
 
 
@@ -145,6 +146,19 @@ def test_logs_come_through_get_module_logs(
     assert 0 < len(logs.stdout.splitlines()) <= 5, logs.stdout
     (call,) = [r for r in hub.requests if r.path.endswith("/modules/$edgeAgent/methods")][-1:]
     assert call.body["methodName"] == "GetModuleLogs"
+
+
+def test_logs_of_an_offline_device_say_what_to_run_on_it(
+    served: tuple[ModelRepo, Any, int], hub: IoTHubDouble
+) -> None:
+    repo, _, _ = served
+    hub.device_offline("served-device")
+    try:
+        logs = repo.run("logs", "-t", TARGET, "--tail", "5")
+    finally:
+        hub.device_online("served-device")
+    assert logs.returncode == 0, logs.stderr
+    assert "on the device: sudo iotedge logs model --tail 5" in logs.stdout, logs.stdout
 
 
 def test_a_module_that_crashes_at_start_fails_fast_and_the_previous_comes_back(
@@ -183,9 +197,12 @@ def test_an_offline_device_runs_into_the_deadline(make_repo: Any, hub: IoTHubDou
     hub.device_offline("offline-device")
     try:
         result = repo.deploy()
+        logs = repo.run("logs", "-t", TARGET, "--tail", "5")
     finally:
         hub.device_online("offline-device")
     failed_with(result, "within the ready deadline of 8 s", "Disconnected")
+    # Nothing was live, so nothing has logs: said as an error, not an empty page.
+    assert "nothing is deployed" in logs.stderr + logs.stdout
 
 
 def test_a_wrong_key_is_a_user_error(make_repo: Any, hub: IoTHubDouble) -> None:

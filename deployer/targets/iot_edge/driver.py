@@ -163,7 +163,7 @@ class IotEdgeDriver:
         elif not caught_up:
             health, detail = "starting", "the device has not applied the latest manifest yet"
         elif status == "running":
-            health, detail = "healthy", f"module {self.module} running on {device}"
+            health, detail = "healthy", f"module {self.module} running on {device}, {connection}"
         elif status in ("stopped",):
             health, detail = "stopped", f"module {self.module} stopped"
         else:
@@ -490,8 +490,13 @@ class IotEdgeDriver:
         )
         try:
             result = self.hub.protocol.modules.invoke_method(device, EDGE_AGENT, request)
-        except (HttpOperationError, ClientRequestError):
-            return []
+        except (HttpOperationError, ClientRequestError) as error:
+            # Not an error of the deploy: where the hub cannot ask the device, say what to
+            # run on the device itself.
+            return [
+                f"[deployer] the edgeAgent of {device} did not answer GetModuleLogs "
+                f"({_short(error)}); on the device: sudo iotedge logs {self.module} --tail {tail}"
+            ]
         payload = _as_dict(result).get("payload") or []
         lines: list[str] = []
         for item in payload if isinstance(payload, list) else []:
@@ -586,3 +591,8 @@ def _agent_status(reported: dict[str, Any]) -> str:
         f"{agent.get('runtimeStatus', 'not reported')}, last manifest status "
         f"{applied.get('code', '?')} {applied.get('description', '')}".rstrip()
     )
+
+
+def _short(error: Exception) -> str:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return f"{status}" if status else type(error).__name__
