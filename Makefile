@@ -6,7 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: install demo test lint unit
+.PHONY: install demo test lint unit azurite
+
+# Azurite (npm), the storage emulator the functions blob-trigger tests run against
+# (tests/azurite.py reads the same folder and version).
+AZURITE_VERSION := 3.35.0
+AZURITE_DIR ?= .cache/azurite
+AZURITE := $(AZURITE_DIR)/node_modules/.bin/azurite-blob
 
 install: $(VENV)/.installed
 
@@ -25,9 +31,18 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+azurite: $(AZURITE)
+
+# Installed once per version (a marker per version makes a version bump reinstall).
+$(AZURITE): | $(AZURITE_DIR)/.version-$(AZURITE_VERSION)
+$(AZURITE_DIR)/.version-$(AZURITE_VERSION):
+	mkdir -p $(AZURITE_DIR)
+	npm install --prefix $(AZURITE_DIR) --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION)
+	touch $@
+
+test: lint azurite
 	eval "$$(scripts/dev-env)" && $(BIN)/pytest tests example-repo/tests
 
 # The tests that need neither Docker nor the registry, for a quick loop.
-unit: install
+unit: install azurite
 	$(BIN)/pytest -m "not docker" tests example-repo/tests

@@ -192,7 +192,7 @@ def run_tests(
             try:
                 request = prepare_request(test, base_dir)
             except RequestFileError as exc:
-                results.append(_failed(test, str(exc)))
+                results.append(failed_request(test, str(exc)))
                 continue
             prepared.append((test, request))
             results.append(_run_one(connection, test, request))
@@ -207,7 +207,8 @@ def run_tests(
     return TestRun(uri, results, latency)
 
 
-def _failed(test: ScoringTest, reason: str) -> RequestResult:
+def failed_request(test: ScoringTest, reason: str, method: str | None = None) -> RequestResult:
+    """A test request that could not be sent or answered, and why."""
     return RequestResult(
         test.name,
         False,
@@ -215,7 +216,7 @@ def _failed(test: ScoringTest, reason: str) -> RequestResult:
         test.expect.status,
         0.0,
         reason,
-        method=test.method,
+        method=method or test.method,
         failures=(reason,),
     )
 

@@ -35,6 +35,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from deployer.scoring_keys import scoring_keys, uses_keys
     from deployer.verify import run_tests
 
+    if args.local or args.azurite:
+        return _test_local(args)
     config, secrets = load(args, check_files=False)
     target = select_targets(config, args.targets)[0]
     uri, headers = args.uri, {}
@@ -56,6 +58,30 @@ def cmd_test(args: argparse.Namespace) -> int:
         headers = scoring_keys(settings, os.environ, secrets).headers
     # The files tests send are read beside deploy.yaml (loaded without checking them).
     result = run_tests(uri, config.tests, headers, base_dir=args.config.resolve().parent)
+    print_tests(result, secrets.masker())
+    return 0 if result.passed else 1
+
+
+def _test_local(args: argparse.Namespace) -> int:
+    """``--local``: the functions target's rendered app, run here (functions/local.py)."""
+    from deployer.plan import select_targets
+    from deployer.targets.functions.local import azurite_connection, run_local_tests
+    from deployer.targets.functions.schema import Config
+
+    if args.uri is not None:
+        raise UserError("--local runs the function app here: it takes no --uri")
+    config, secrets = load(args)  # the model and entry script are rendered into the app
+    targets = select_targets(config, args.targets)
+    if len(targets) != 1:
+        raise UserError("deployer test --local runs one target: give exactly one -t TARGET")
+    (target,) = targets
+    settings = config.targets[target]
+    azurite = None
+    if args.azurite:
+        if not isinstance(settings, Config) or settings.blob is None:
+            raise UserError(f"--azurite is for a functions target with a blob trigger: {target!r}")
+        azurite = azurite_connection(os.environ.get(settings.blob.connection))
+    result = run_local_tests(config, args.config, target, azurite=azurite)
     print_tests(result, secrets.masker())
     return 0 if result.passed else 1
 
@@ -141,6 +167,20 @@ def add_commands(commands: Commands) -> None:
     add_targets(p, required=True)
     add_report_dir(p)
     p.add_argument("--uri", help="scoring URI to test (default: from the last deploy report)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="functions targets: render the function app and run its function in this "
+        "process with the azure-functions binding types (HttpRequest, InputStream, "
+        "ServiceBusMessage), nothing deployed; no latency burst",
+    )
+    p.add_argument(
+        "--azurite",
+        action="store_true",
+        help="with --local, for a blob trigger: upload each test input to Azurite and read "
+        "the output blob back from it, through the connection string in the app setting "
+        "the trigger's 'connection' names (default: Azurite's account on 127.0.0.1:10000)",
+    )
     p.set_defaults(handler=cmd_test)
 
     p = commands.add_parser(

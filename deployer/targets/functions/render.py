@@ -3,16 +3,19 @@
 The kind builds its own image: the Functions Python base image (the plain tag, which is
 the one Azure Functions Core Tools generates for custom containers; ``-appservice`` only
 adds SSH and remote debugging on App Service), the user's environment, a function app in
-the function.json programming model, and the entry script and model where the scoring
-image keeps them. ``environment.base_image`` does not apply: the Functions host and Python
+the Python v2 programming model, and the entry script and model where the scoring image
+keeps them. ``environment.base_image`` does not apply: the Functions host and Python
 worker come from the base image.
 
-The function app is ``templates/functions/wwwroot/``: ``host.json`` and one function folder
-``score_<trigger>/`` (its ``function.json`` is rendered, its handler is a Python file
-shipped as it is), and ``deployer/serving`` beside them. The handler imports the entry
-script once per worker process, calls ``init()`` once, and scores each event through
-deployer.serving's invocation core, as the scoring server does (so every script style
-behaves as there); an event that is not an HTTP request is scored as a POST of its content.
+The function app is ``templates/functions/wwwroot/``: ``host.json`` and ``function_app.py``
+(both rendered; the latter holds one function, ``score_<trigger>``, decorated with the
+trigger and output bindings of deploy.yaml), ``deployer_scoring.py`` shipped as it is, and
+``deployer/serving`` beside them. ``function_app.py`` imports the entry script once per
+worker process (when the worker indexes it), calls ``init()`` once, and scores each event
+through deployer.serving's invocation core, as the scoring server does (so every script
+style behaves as there); an event that is not an HTTP request is scored as a POST of its
+content. The v2 model needs Functions host 4.x with worker indexing, on by default in
+every current ``4-python3.x`` base image (no ``AzureWebJobsFeatureFlags`` setting).
 
 ``render`` writes ``app.json``: the request bodies a deploy sends through azure-mgmt-web,
 an Elastic Premium plan (custom containers and event-driven scale need one) and the
@@ -53,6 +56,8 @@ SCRIPT_ROOT = "/home/site/wwwroot"
 # The function app's files in the template folder; the .j2 files among them are rendered.
 APP_TEMPLATES = "wwwroot"
 SHARED_MODULE = "deployer_scoring.py"
+# The v2 programming model's entry point: the worker indexes the functions it decorates.
+FUNCTION_APP = "function_app.py"
 AZURE_FUNCTIONS_PACKAGE = "azure-functions"
 PLAN_SKU = "EP1"
 PLAN_SUFFIX = "-plan"
@@ -65,6 +70,22 @@ MAX_WORKER_PROCESSES = 10
 def function_name(target: Config) -> str:
     """The one function of the app, named after its trigger: ``score_http``, ``score_blob``..."""
     return f"score_{target.trigger}"
+
+
+def function_app(ctx: TargetContext, target: Config) -> str:
+    """``function_app.py``: the app in the v2 programming model, one function decorated
+    with the target's trigger and output bindings."""
+    http = target.http or HttpTrigger()
+    return ctx.templates.render(
+        f"{APP_TEMPLATES}/{FUNCTION_APP}.j2",
+        function_name=function_name(target),
+        trigger=target.trigger,
+        # The app's default for HTTP functions; the route names its own level too.
+        auth_level=http.auth_level,
+        http=http,
+        blob=target.blob,
+        service_bus=target.service_bus,
+    )
 
 
 def plan_name(target: Config) -> str:
@@ -80,13 +101,11 @@ def own_image(ctx: TargetContext) -> BuildContext | None:
         "requirements.txt",
         with_azure_functions(pip_requirements(config, inputs.base_dir)),
     )
-    function = function_name(target)
     app_templates = templates_dir() / ctx.templates.folder / APP_TEMPLATES
     context.add_file(f"wwwroot/{SHARED_MODULE}", app_templates / SHARED_MODULE)
-    # The handler scores through deployer.serving's invocation core; the script root is on
+    # The app scores through deployer.serving's invocation core; the script root is on
     # the worker's sys.path, so the package goes there.
     add_serving_package(context, under="wwwroot")
-    context.add_file(f"wwwroot/{function}/__init__.py", app_templates / function / "__init__.py")
     context.add_text(
         "wwwroot/host.json",
         ctx.templates.render(
@@ -94,15 +113,7 @@ def own_image(ctx: TargetContext) -> BuildContext | None:
             function_timeout=function_timeout(config.server.scoring_timeout_ms),
         ),
     )
-    context.add_text(
-        f"wwwroot/{function}/function.json",
-        ctx.templates.render(
-            f"{APP_TEMPLATES}/{function}/function.json.j2",
-            http=target.http or HttpTrigger(),
-            blob=target.blob,
-            service_bus=target.service_bus,
-        ),
-    )
+    context.add_text(f"wwwroot/{FUNCTION_APP}", function_app(ctx, target))
     empty_model_folder = add_user_files(context, inputs, app="app", model="model")
     context.add_text(
         "Dockerfile",

@@ -22,7 +22,7 @@ KIND = "functions"
 
 # Binding paths: a blob container (Azure's rule: 3-63 characters, single hyphens between
 # letters or digits; the lookahead counts its length), then the blob name, which may hold
-# {binding expressions}. Quotes, backslashes and control characters would break function.json.
+# {binding expressions}. Quotes, backslashes and control characters have no place in a binding path.
 BlobPath = Annotated[
     str,
     Rule(

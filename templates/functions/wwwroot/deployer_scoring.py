@@ -38,6 +38,10 @@ class ScoringFailed(Exception):
     """run() failed for an event that has no HTTP answer (blob, queue message): raised so
     that the host retries it. The traceback is in the log already."""
 
+    def __init__(self, text: str, answer: Answer):
+        super().__init__(text)
+        self.answer = answer
+
 
 class Answer:
     """run()'s answer as status, header pairs and the whole body."""
@@ -98,7 +102,7 @@ class EntryScript:
         """An event's content as ``POST /score``; anything but 200 raises ScoringFailed."""
         answer = self.answer("POST", "/score", {"Content-Type": content_type or JSON_TYPE}, body)
         if answer.status != 200:
-            raise ScoringFailed(f"scoring {what} answered {answer.status}: {answer.text()}")
+            raise ScoringFailed(f"scoring {what} answered {answer.status}: {answer.text()}", answer)
         return answer
 
 
@@ -121,8 +125,8 @@ def _header_pairs(lines: Iterable[bytes]) -> list[tuple[str, str]]:
 
 
 def _whole(payload: bytes | Stream) -> bytes:
-    """The body; a streamed one is read to its end (the function.json programming model
-    has no streaming HTTP responses)."""
+    """The body; a streamed one is read to its end (a func.HttpResponse holds a whole
+    body: streaming needs the separate azurefunctions-extensions-http-fastapi package)."""
     if isinstance(payload, bytes):
         return payload
     try:
