@@ -7,12 +7,13 @@ resource provider sees a request, in ARM's order and words:
    AuthorizationFailed, once a test revoked it), faults a test injected (fail, hold, 429);
 3. the resource provider is registered (409 MissingSubscriptionRegistration) and the
    resource group exists (404 ResourceGroupNotFound);
-4. the request matches the provider's official contract (bravado-core; 400
+4. the request matches the provider's official contract (bravado-core for ACI, azure-mgmt-web's
+   models and the spec's examples for Microsoft.Web: web_contract; 400
    InvalidRequestContent, MissingApiVersionParameter).
 
-Then it routes to the container groups or registries, and serves the long-running
-operations' polling URLs (``.../locations/{location}/operations/{id}``: Azure-AsyncOperation,
-and ``.../operationResults/{id}``: Location).
+Then it routes to the container groups, registries or Microsoft.Web (web.py), and serves the
+long-running operations' polling URLs (``.../locations/{location}/operations/{id}``:
+Azure-AsyncOperation, and ``.../operationResults/{id}``: Location).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.doubles.azure import errors
+from tests.doubles.azure import errors, web, web_contract
 from tests.doubles.azure.contract import ContractViolation, aci_contract
 from tests.doubles.azure.entra import EntraDouble
 from tests.doubles.azure.faults import Faults
@@ -44,7 +45,11 @@ class Subscription:
     id: str
     resource_groups: set[str] = field(default_factory=set)  # lower case
     registered: set[str] = field(
-        default_factory=lambda: {"microsoft.containerinstance", "microsoft.containerregistry"}
+        default_factory=lambda: {
+            "microsoft.containerinstance",
+            "microsoft.containerregistry",
+            "microsoft.web",
+        }
     )
 
 
@@ -115,7 +120,8 @@ class ArmGate:
         group = RESOURCE_GROUP.match(request.path)
         if group and group.group(1).lower() not in known.resource_groups:
             raise errors.resource_group_not_found(group.group(1))
-        if not request.query.get("api-version"):  # ARM's own check, for every provider
+        unversioned = web.POLLING_WITHOUT_VERSION.match(request.path)  # App Service's own
+        if not request.query.get("api-version") and not unversioned:  # ARM's, every provider
             raise errors.ArmError(
                 400,
                 "MissingApiVersionParameter",
@@ -123,6 +129,7 @@ class ArmGate:
             )
         try:
             aci_contract().validate(request.method, request.path, request.query, request.body)
+            web_contract.validate(request.method, request.path, request.body)
         except ContractViolation as exc:
             raise errors.ArmError(400, exc.code, exc.message) from None
 

@@ -24,6 +24,7 @@ from tests.doubles.azure.group_model import GroupKey
 from tests.doubles.azure.registries import Registries, Registry
 from tests.doubles.azure.resource_manager import ArmDouble, summary
 from tests.doubles.azure.tls import HttpsServer, make_certificates
+from tests.doubles.azure.web import WebApps
 
 DEFAULT_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"  # the example's
 DEFAULT_RESOURCE_GROUP = "ml-rg"  # the example's
@@ -50,7 +51,8 @@ class AzureDouble:
         self.registries = Registries()
         self.runtime = DockerRuntime(uuid.uuid4().hex, docker_environment)
         self.container_groups = ContainerGroups(self.runtime, self.registries)
-        self.service = ArmDouble(self.entra, self.container_groups, self.registries)
+        self.web = WebApps()  # Microsoft.Web: plans, function apps (no container runs)
+        self.service = ArmDouble(self.entra, self.container_groups, self.registries, self.web)
         self._servers = [
             HttpsServer(EntraHandler, self.certificates, self.entra),
             HttpsServer(ArmHandler, self.certificates, self.service),
@@ -282,6 +284,15 @@ class AzureDouble:
     def set_core_quota(self, cores: float | None) -> None:
         """StandardCores per region (400 ContainerGroupQuotaReached past it); None: no limit."""
         self.container_groups.settings.core_quota = cores
+
+    def take_site_name(self, name: str) -> None:
+        """An app of another subscription holds this name: creating it is 409 Conflict
+        ("Website with given name X already exists.")."""
+        self.web.take_site_name(name)
+
+    def never_running(self, site: str) -> None:
+        """The function app's next starts (PUT, settings, restart) end ``Stopped``."""
+        self.web.never_running(site)
 
     def expire_tokens(self) -> None:
         self.entra.expire_tokens()

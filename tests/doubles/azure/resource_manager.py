@@ -1,5 +1,6 @@
 """The ARM double's routes: container groups (Microsoft.ContainerInstance), the polling URLs
-of their long-running operations, and registries (Microsoft.ContainerRegistry, small).
+of their long-running operations, registries (Microsoft.ContainerRegistry, small), and
+Microsoft.Web's plans and function apps (web.py, which answers its own requests).
 
 Answers follow the spec's responses and the service's habits: PUT 201 (created) or 200
 (updated) with ``Azure-AsyncOperation``, ``Location`` and ``Retry-After``; DELETE 200 with
@@ -20,6 +21,7 @@ from tests.doubles.azure.entra import EntraDouble
 from tests.doubles.azure.faults import Faults
 from tests.doubles.azure.group_model import Group, GroupKey, Operation
 from tests.doubles.azure.registries import Registries
+from tests.doubles.azure.web import WebApps
 
 Answer = tuple[int, Any, dict[str, str]]
 
@@ -40,11 +42,18 @@ REGISTRY = re.compile(
 
 
 class ArmDouble:
-    def __init__(self, entra: EntraDouble, groups: ContainerGroups, registries: Registries):
+    def __init__(
+        self,
+        entra: EntraDouble,
+        groups: ContainerGroups,
+        registries: Registries,
+        web: WebApps | None = None,
+    ):
         self.faults = Faults()
         self.gate = ArmGate(entra, self.faults)
         self.groups = groups
         self.registries = registries
+        self.web = web or WebApps()  # Microsoft.Web (tests/doubles/azure/web.py)
         self.poll_interval_s = 1  # Retry-After of the polling URLs (azure-core obeys it)
 
     @property
@@ -77,6 +86,8 @@ class ArmDouble:
                 return 200, registry.credentials(), {}
             if not found["list"] and method == "GET":
                 return 200, registry.resource(), {}
+        if (answer := self.web.route(request, self.url)) is not None:
+            return answer
         raise errors.ArmError(
             404, "NotFound", f"No HTTP resource was found that matches the request URI '{path}'."
         )
