@@ -19,7 +19,6 @@ from deployer.targets import kinds
 from deployer.targets.contract import (
     Driver,
     DriverModule,
-    NotAvailable,
     Session,
     TargetRef,
     Version,
@@ -52,7 +51,6 @@ class TargetStatus:
     kind: str
     live: Version | None  # None: nothing deployed (or an error)
     error: str = ""  # why the platform could not be asked
-    unavailable: str = ""  # the kind has no driver in this version: what to do instead
 
 
 def status(config: DeployConfig, names: list[str] | None, session: Session) -> list[TargetStatus]:
@@ -63,8 +61,6 @@ def status(config: DeployConfig, names: list[str] | None, session: Session) -> l
         try:
             with _platform(target, "reading the live state", session) as driver:
                 found.append(TargetStatus(name, target.kind, driver.live()))
-        except NotAvailable as missing:
-            found.append(TargetStatus(name, target.kind, None, unavailable=str(missing)))
         except DeployerError as error:
             found.append(TargetStatus(name, target.kind, None, str(error)))
     return found
@@ -75,9 +71,7 @@ def live_versions(
 ) -> Mapping[str, Version | None]:
     """The live version of each target whose platform answers (what ``plan`` compares
     with); targets that cannot be asked are left out, for the caller to fall back on."""
-    return {
-        s.name: s.live for s in status(config, names, session) if not (s.error or s.unavailable)
-    }
+    return {s.name: s.live for s in status(config, names, session) if not s.error}
 
 
 def logs(

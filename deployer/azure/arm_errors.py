@@ -82,5 +82,20 @@ def explain(error: Any, provider: str, what: str) -> str:
 
 def _message(error: Any) -> str:
     inner = getattr(error, "error", None)
-    text = getattr(inner, "message", None) or getattr(error, "message", None) or str(error)
+    text = getattr(inner, "message", None) or _app_service_message(error)
+    text = text or getattr(error, "message", None) or str(error)
     return " ".join(str(text).split())
+
+
+def _app_service_message(error: Any) -> str:
+    """App Service (Microsoft.Web) answers ``{"Code", "Message", ...}`` with capitals, which
+    azure-core does not read as an ARM error: its message, read from the body."""
+    import json
+
+    try:
+        body = json.loads(error.response.text())
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    if isinstance(body, dict):
+        return str(body.get("Message") or "")
+    return ""

@@ -51,9 +51,6 @@ def print_status(found: list[TargetStatus], masker: Masker) -> None:
         if status.error:
             print(masker.text(f"{head}: unknown: {status.error}"))
             continue
-        if status.unavailable:
-            print(f"{head}: {status.unavailable}")
-            continue
         live = status.live
         if live is None:
             print(f"{head}: nothing deployed")

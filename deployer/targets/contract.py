@@ -33,9 +33,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, NoReturn, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
-from deployer.errors import DeployFailed, UserError
+from deployer.errors import DeployFailed
 
 if TYPE_CHECKING:
     from deployer.buildcontext import ImageRef
@@ -306,15 +306,3 @@ def probe_ready(ready_url: str, timeout_s: float = 3.0) -> tuple[Health, str]:
     if status == 503:
         return "starting", "GET /ready answers 503: init() has not finished"
     return "unhealthy", f"GET /ready answers {status}"
-
-
-class NotAvailable(UserError):
-    """The kind has no driver in this version (its artifacts render all the same)."""
-
-
-def not_available(target: TargetRef) -> NoReturn:
-    """``connect`` of a kind whose driver is not in this version yet."""
-    raise NotAvailable(
-        f"deploying to {target.kind!r} targets is not available in this version; "
-        f"'deployer render -t {target.name}' writes its artifacts"
-    )

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from deployer.cli import main
 from deployer.config.loader import load_config
 from deployer.console import ConsoleProgress
 from deployer.errors import ConfigError
@@ -97,19 +96,6 @@ def test_the_local_driver_implements_every_method_of_the_contract() -> None:
         declared = inspect.signature(getattr(Driver, name))
         assert list(own.parameters) == list(declared.parameters), name
     assert LocalDriver.replacement == "candidate"
-
-
-@pytest.mark.parametrize(("kind", "target"), [("functions", "batch")])
-def test_kinds_without_a_driver_say_so_for_every_command(
-    kind: str, target: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = str(EXAMPLE / "deploy.yaml")
-    assert main(["down", "-c", config, "-t", target]) == 2
-    assert f"deploying to {kind!r} targets is not available" in capsys.readouterr().err
-    assert main(["logs", "-c", config, "-t", target]) == 2
-    assert main(["status", "-c", config, "-t", target]) == 0
-    out = capsys.readouterr().out
-    assert f"{target} ({kind}): deploying to {kind!r} targets is not available" in out
 
 
 def test_commands_on_a_deployment_by_name_need_no_model_files(tmp_path: Path) -> None:

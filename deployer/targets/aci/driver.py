@@ -37,6 +37,7 @@ from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoun
 from azure.mgmt.containerinstance import ContainerInstanceManagementClient
 
 from deployer.azure import arm_errors
+from deployer.azure.bodies import raw_json
 from deployer.azure.cloud import credential, management_client_options, resolve_cloud
 from deployer.errors import DeployFailed, UserError
 from deployer.events import Event, Level
@@ -234,7 +235,7 @@ class AciDriver:
             TAG_CONFIRMED_IMAGE: version.image,
         }
         try:
-            patch = _raw_json({"tags": tags})
+            patch = raw_json({"tags": tags})
             self.client.container_groups.update(
                 self.rg, self.group, patch, content_type="application/json"
             )
@@ -306,7 +307,7 @@ class AciDriver:
     def _put(self, name: str, body: dict[str, Any], wait: bool = True) -> str:
         """Create or update group ``name``; with ``wait``, until ARM's operation is done."""
         filled = self._fill_secrets(body)
-        data = _raw_json(filled)
+        data = raw_json(filled)
         try:
             poller = self.client.container_groups.begin_create_or_update(
                 self.rg, name, data, content_type="application/json"
@@ -452,13 +453,6 @@ def _read_back(group: Any) -> dict[str, Any]:
     address = body.get("properties", {}).get("ipAddress") or {}
     address.pop("ip", None)
     return body
-
-
-def _raw_json(body: Mapping[str, Any]) -> Any:
-    """A request body sent as it is (the SDK sends bytes unchanged): the rendered definition
-    is the contract, not the SDK's model of it, which would drop what it does not know.
-    Typed Any because the SDK's signature says IO, and checks for bytes too."""
-    return json.dumps(body).encode()
 
 
 def _candidate_label(label: str) -> str:

@@ -1,10 +1,365 @@
-"""``functions``'s driver: not in this version yet. Its section validates and its artifacts
-render; ``deployer deploy``, ``status``, ``logs`` and ``down`` say so and exit 2."""
+"""``functions``'s driver: the function app of ``app.json`` (an App Service plan and a
+``functionapp,linux,container`` site running the rendered image), through Azure Resource
+Manager with azure-mgmt-web.
+
+A function app changes its image by restarting (``in-place`` replacement):
+
+1. ``apply`` creates the plan when there is none (tagged as deployer's, so that ``down``
+   may remove it), reads the app's current image and settings (what a rollback restores),
+   updates the site to the new image and writes the app settings *merged*: the current
+   ones, with deploy.yaml's on top. Writing app settings replaces the whole set, so the
+   user's own settings are read first and kept. Then it restarts the app.
+2. ``wait`` polls the site until it is ``Running`` on the new image.
+3. The tests reach an HTTP trigger at its ``invoke_url_template`` with the function key
+   (``x-functions-key``, read with ``list_function_keys``, never printed). A blob or
+   Service Bus trigger has no address to call: the report says how to trigger it.
+
+A rollback puts the previous image and settings back and restarts again (or, after a
+first deploy, removes the app). Secrets in app.json are ``${NAME}`` placeholders, filled
+from the environment here, at send time only.
+"""
 
 from __future__ import annotations
 
-from deployer.targets.contract import Driver, Session, TargetRef, not_available
+import copy
+import json
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.mgmt.web import WebSiteManagementClient
+from azure.mgmt.web.models import StringDictionary
+
+from deployer.azure import arm_errors
+from deployer.azure.bodies import raw_json
+from deployer.azure.cloud import credential, management_client_options, resolve_cloud
+from deployer.errors import DeployFailed, UserError
+from deployer.events import Event, Level
+from deployer.targets.contract import (
+    Deadline,
+    Endpoint,
+    Health,
+    Release,
+    Replacement,
+    Session,
+    TargetRef,
+    Version,
+    confirmed_by_platform,
+    nothing_to_retire,
+    nothing_to_tidy,
+    promoted_in_place,
+)
+from deployer.targets.functions.schema import Config
+
+PROVIDER = "Microsoft.Web"
+TAG_REVISION = "ai.deployer.revision"
+TAG_CREATED_PLAN = "ai.deployer.created-by"  # on a plan deployer created: down may remove it
+POLL_S = 3.0
+PROGRESS_EVERY_S = 15.0
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def connect(target: TargetRef, session: Session) -> Driver:
-    not_available(target)
+def connect(target: TargetRef, session: Session) -> FunctionsDriver:
+    if not isinstance(target.settings, Config):
+        raise TypeError(f"target {target.name!r} is not a functions target")
+    cloud = resolve_cloud(target.azure_cloud, Path.cwd(), session.env)
+    client = WebSiteManagementClient(
+        credential(cloud),
+        target.settings.subscription_id,
+        **management_client_options(cloud),
+        **arm_errors.RETRY_OPTIONS,
+    )
+    return FunctionsDriver(target, target.settings, session, client)
+
+
+@dataclass
+class FunctionsDriver:
+    target: TargetRef
+    settings: Config
+    session: Session
+    client: WebSiteManagementClient
+
+    replacement: Replacement = "in-place"
+    platform_errors: tuple[type[BaseException], ...] = (AzureError,)
+    tidy = nothing_to_tidy  # the site's image and settings are the one version there is
+    promote = promoted_in_place
+    confirm = confirmed_by_platform  # the site's tags and image record it
+    retire = nothing_to_retire
+
+    def __post_init__(self) -> None:
+        self.rg = self.settings.resource_group
+        self.app = self.settings.app_name
+        self.function = f"score_{self.settings.trigger}"
+        self._previous: tuple[str, dict[str, str], dict[str, str]] | None = None
+
+    # What is there ---------------------------------------------------------------------------
+    def _site(self) -> Any | None:
+        try:
+            return self.client.web_apps.get(self.rg, self.app)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as error:
+            raise self._failed(error, f"function app {self.app}") from error
+
+    def _settings(self) -> dict[str, str]:
+        try:
+            found = self.client.web_apps.list_application_settings(self.rg, self.app)
+        except HttpResponseError as error:
+            raise self._failed(error, f"the app settings of {self.app}") from error
+        return dict(found.properties or {})
+
+    def _secret_settings(self) -> list[str]:
+        """The app settings that hold secrets: the host's storage and the trigger's
+        connection (and the registry password, when the app pulls with one)."""
+        names = ["AzureWebJobsStorage", "DOCKER_REGISTRY_SERVER_PASSWORD"]
+        for trigger in (self.settings.blob, self.settings.service_bus):
+            if trigger is not None:
+                names.append(trigger.connection)
+        return names
+
+    def live(self) -> Version | None:
+        site = self._site()
+        if site is None:
+            return None
+        image = _image(site)
+        settings = self._settings()
+        self._previous = (image, settings, dict(site.tags or {}))
+        for name in self._secret_settings():
+            if settings.get(name):
+                self.session.secrets.add(settings[name])  # a connection string: masked
+        state = str(site.state or "Unknown")
+        health: Health = (
+            "healthy" if state == "Running" else "stopped" if state == "Stopped" else "starting"
+        )
+        return Version(
+            revision=(site.tags or {}).get(TAG_REVISION, "unknown"),
+            image=image,
+            endpoint=self._endpoint(),
+            health=health,
+            detail=f"state {state}, image {image}",
+            ref=f"function app {self.app}",
+        )
+
+    def _endpoint(self) -> Endpoint:
+        trigger = self.settings.trigger
+        if trigger == "http":
+            return self._http_endpoint()
+        if trigger == "blob" and self.settings.blob is not None:
+            blob = self.settings.blob
+            note = (
+                f"a blob trigger: upload a blob to {blob.input_path} in the storage account of "
+                f"the app setting {blob.connection}; the answer is written to {blob.output_path}"
+            )
+            where = f"blob://{blob.input_path}"
+        elif self.settings.service_bus is not None:
+            bus = self.settings.service_bus
+            out = f"; answers go to {bus.output_queue}" if bus.output_queue else ""
+            note = (
+                f"a Service Bus trigger: send a message to queue {bus.queue} of the namespace "
+                f"in the app setting {bus.connection}{out}"
+            )
+            where = f"servicebus://{bus.queue}"
+        else:
+            where, note = "", "no trigger settings"
+        return Endpoint(
+            where, "", note=note + " ('deployer test --local' proves it here)", reachable=False
+        )
+
+    def _http_endpoint(self) -> Endpoint:
+        try:
+            function = self.client.web_apps.get_function(self.rg, self.app, self.function)
+        except HttpResponseError as error:
+            raise self._failed(error, f"function {self.function} of {self.app}") from error
+        uri = str(function.invoke_url_template or "")
+        headers: dict[str, str] = {}
+        level = self.settings.http.auth_level if self.settings.http else "function"
+        if level != "anonymous":
+            keys = self.client.web_apps.list_function_keys(self.rg, self.app, self.function)
+            # Azure answers {"default": key} flat, where the SDK's model expects properties
+            # (azure-mgmt-web 11 then leaves .properties None): read it as the mapping it is.
+            key = (keys.properties or dict(keys)).get("default")
+            if key:
+                self.session.secrets.add(str(key))
+                headers["x-functions-key"] = str(key)
+        return Endpoint(uri, "", headers=headers)
+
+    # A new version ---------------------------------------------------------------------------
+    def apply(self, release: Release) -> Version:
+        app = json.loads(release.artifacts["app.json"])
+        location = self._location(app)
+        app["plan"]["body"]["location"] = location
+        self._ensure_plan(app["plan"])
+        body = copy.deepcopy(app["site"]["body"])
+        body["location"] = location
+        rendered = {
+            s["name"]: self._fill(s["value"])
+            for s in body["properties"]["siteConfig"].pop("appSettings", [])
+        }
+        body["tags"] = {**body.get("tags", {}), TAG_REVISION: release.revision}
+        current = self._settings() if self._previous is not None else {}
+        merged = {**current, **rendered}  # the user's own settings stay
+        body["properties"]["siteConfig"]["appSettings"] = [
+            {"name": k, "value": v} for k, v in sorted(merged.items())
+        ]
+        self._progress(f"updating function app {self.app} to revision {release.revision}")
+        try:
+            poller = self.client.web_apps.begin_create_or_update(
+                self.rg, self.app, raw_json(body), content_type="application/json"
+            )
+            poller.result()
+            self.client.web_apps.update_application_settings(
+                self.rg, self.app, StringDictionary(properties=merged)
+            )
+            self.client.web_apps.restart(self.rg, self.app)
+        except HttpResponseError as error:
+            raise self._failed(error, f"function app {self.app}") from error
+        image = str(body["properties"]["siteConfig"]["linuxFxVersion"]).removeprefix("DOCKER|")
+        return Version(release.revision, image, None, "starting", ref=f"function app {self.app}")
+
+    def _location(self, app: dict[str, Any]) -> str:
+        """deploy.yaml's location, else the live app's (an update keeps where it is)."""
+        if app.get("location"):
+            return str(app["location"])
+        site = self._site()
+        if site is not None and site.location:
+            return str(site.location)
+        raise UserError(
+            f"target {self.target.name} creates the function app {self.app}: set its location "
+            "in deploy.yaml (the region of the resource group, e.g. westeurope)"
+        )
+
+    def _ensure_plan(self, plan: dict[str, Any]) -> None:
+        name = plan["name"]
+        try:
+            self.client.app_service_plans.get(self.rg, name)
+            return
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as error:
+            raise self._failed(error, f"plan {name}") from error
+        body = copy.deepcopy(plan["body"])
+        body["tags"] = {**body.get("tags", {}), TAG_CREATED_PLAN: "deployer"}
+        self._progress(f"creating the plan {name} ({body.get('sku', {}).get('name')})")
+        try:
+            self.client.app_service_plans.begin_create_or_update(
+                self.rg, name, raw_json(body), content_type="application/json"
+            ).result()
+        except HttpResponseError as error:
+            raise self._failed(error, f"plan {name}") from error
+
+    def _fill(self, value: str) -> str:
+        found = _PLACEHOLDER.fullmatch(str(value))
+        if not found:
+            return str(value)
+        name = found[1]
+        if name not in self.session.env:
+            raise UserError(
+                f"the app setting of {self.target.name} needs {name}, which is not set (the "
+                "storage, trigger or registry connection the app runs with)"
+            )
+        secret = self.session.env[name]
+        self.session.secrets.add(secret)
+        return secret
+
+    def wait(self, version: Version, deadline: Deadline) -> Version:
+        started = last = time.monotonic()
+        while True:
+            site = self._site()
+            if site is None:
+                raise DeployFailed(f"the function app {self.app} disappeared while restarting")
+            state = str(site.state or "Unknown")
+            if state == "Running" and _image(site) == version.image:
+                return Version(
+                    version.revision, version.image, self._endpoint(), "healthy", ref=version.ref
+                )
+            if deadline.expired:
+                raise deadline.exceeded(
+                    f"function app {self.app} did not run {version.image} (state {state}, image "
+                    f"{_image(site)})"
+                )
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY_S:
+                last = now
+                self._progress(f"{self.app}: state {state} ({now - started:.0f} s)", "progress")
+            deadline.sleep(POLL_S)
+
+    def roll_back(self, release: Release, previous: Version | None) -> None:
+        if previous is None or self._previous is None:
+            self._progress(f"removing function app {self.app}: no version was live before")
+            self.remove(images=False)
+            return
+        image, settings, tags = self._previous
+        site = self._site()
+        if site is None:
+            return
+        self._progress(f"putting revision {previous.revision} ({image}) back on {self.app}")
+        body: dict[str, Any] = site.as_dict()  # REST names; read-only ones are ignored
+        body["tags"] = tags
+        body["properties"].setdefault("siteConfig", {})["linuxFxVersion"] = f"DOCKER|{image}"
+        body["properties"]["siteConfig"].pop("appSettings", None)
+        try:
+            self.client.web_apps.begin_create_or_update(
+                self.rg, self.app, raw_json(body), content_type="application/json"
+            ).result()
+            self.client.web_apps.update_application_settings(
+                self.rg, self.app, StringDictionary(properties=settings)
+            )
+            self.client.web_apps.restart(self.rg, self.app)
+        except HttpResponseError as error:
+            raise self._failed(error, f"function app {self.app}") from error
+        again = Version(previous.revision, image, None, "starting", ref=f"function app {self.app}")
+        self.wait(again, Deadline(self.settings.ready_timeout_s))
+
+    # Logs and removal ------------------------------------------------------------------------
+    def logs(self, revision: str, tail: int) -> list[str]:
+        """The app's log stream needs its deployment credentials (Kudu), which deployer does
+        not hold: say where the logs are."""
+        return [
+            f"[deployer] the logs of {self.app}: 'az webapp log tail -g {self.rg} -n {self.app}', "
+            "or Application Insights (traces) when APPLICATIONINSIGHTS_CONNECTION_STRING is set"
+        ]
+
+    def follow(self, revision: str, tail: int) -> Iterator[str]:
+        yield from self.logs(revision, tail)
+
+    def remove(self, images: bool) -> list[str]:
+        site = self._site()
+        removed: list[str] = []
+        plan_id = str(site.server_farm_id or "") if site is not None else ""
+        if site is not None:
+            try:
+                self.client.web_apps.delete(self.rg, self.app)
+            except HttpResponseError as error:
+                raise self._failed(error, f"function app {self.app}") from error
+            removed.append(f"function app {self.app}")
+        plan_name = plan_id.rsplit("/", 1)[-1] if plan_id else ""
+        if plan_name:
+            try:
+                plan = self.client.app_service_plans.get(self.rg, plan_name)
+            except ResourceNotFoundError:
+                return removed
+            mine = (plan.tags or {}).get(TAG_CREATED_PLAN) == "deployer"
+            if mine and not (plan.number_of_sites or 0):
+                self.client.app_service_plans.delete(self.rg, plan_name)
+                removed.append(f"plan {plan_name} (deployer created it, and no app uses it)")
+        return removed
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _failed(self, error: HttpResponseError, what: str) -> DeployFailed:
+        return DeployFailed(arm_errors.explain(error, PROVIDER, what))
+
+    def _progress(self, message: str, level: Level = "step") -> None:
+        key = self.target.name if level == "progress" else ""
+        self.session.progress(Event(level, f"{self.target.name}: {message}", key=key))
+
+
+def _image(site: Any) -> str:
+    config = getattr(site, "site_config", None)
+    value = str(getattr(config, "linux_fx_version", "") or "")
+    return value.removeprefix("DOCKER|")
