@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from deployer.errors import DeployFailed, UserError
 from deployer.events import Event, Sink
+from deployer.placeholders import PLACEHOLDER
 from deployer.plan import Plan, TargetPlan, make_plan
 from deployer.targets.contract import Deadline
 from deployer.targets.iot_edge.engine import Engine, ModuleStatus
@@ -68,7 +69,6 @@ POLL_S = 0.5
 PROGRESS_EVERY_S = 5.0
 STATUS_EVERY_S = 2.0
 LOG_LINES = 40
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _PASSWORD_PLACEHOLDER = re.compile(r'"password":\s*"\$\{([A-Za-z_][A-Za-z0-9_]*)\}"')
 
 
@@ -125,7 +125,7 @@ class Simulation:
                 f"({count}); nothing was started:\n" + "\n".join(f"  - {p}" for p in found)
             )
         missing = sorted(
-            {m[1] for m in _PLACEHOLDER.finditer(self._target.artifacts[MANIFEST_FILE])}
+            {m[1] for m in PLACEHOLDER.finditer(self._target.artifacts[MANIFEST_FILE])}
             - {name for name, value in self.env.items() if value}
         )
         if missing:
@@ -221,7 +221,7 @@ class Simulation:
         def value(match: re.Match[str]) -> str:
             return json.dumps(self.env[match[1]])[1:-1]
 
-        return _PLACEHOLDER.sub(value, text)
+        return PLACEHOLDER.sub(value, text)
 
     def _wait_ready(self) -> None:
         engine = self._require_engine()

@@ -42,6 +42,7 @@ from deployer.azure.cloud import credential, management_client_options, resolve_
 from deployer.errors import DeployFailed, UserError
 from deployer.events import Event, Level
 from deployer.label_values import object_name
+from deployer.placeholders import PLACEHOLDER
 from deployer.scoring_keys import ScoringKeys, scoring_keys
 from deployer.targets.aci.schema import Config
 from deployer.targets.contract import (
@@ -73,7 +74,6 @@ MAX_NAME = 63  # ACI: container group names and DNS labels
 POLL_S = 2.0
 PROBE_TIMEOUT_S = 3.0
 PROGRESS_EVERY_S = 10.0
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # instanceView events that mean the image will never start: fail at once, not at the deadline.
 _PULL_FAILED = re.compile(
     r"fail(ed)? to pull|pull access denied|unauthorized|manifest unknown", re.I
@@ -337,7 +337,7 @@ class AciDriver:
         """``${NAME}`` placeholders filled from the environment, and the secrets a group read
         back from Azure lacks filled from where its secret-sources tag says."""
         env = self.session.env
-        wanted = {m[1] for m in _PLACEHOLDER.finditer(json.dumps(body))}
+        wanted = {m[1] for m in PLACEHOLDER.finditer(json.dumps(body))}
         sources = _parse_sources((body.get("tags") or {}).get(TAG_SECRET_SOURCES, ""))
         missing = sorted(name for name in wanted | set(sources.values()) if not env.get(name))
         if missing:
@@ -349,7 +349,7 @@ class AciDriver:
         def value(match: re.Match[str]) -> str:
             return json.dumps(env[match[1]])[1:-1]
 
-        filled: dict[str, Any] = json.loads(_PLACEHOLDER.sub(value, json.dumps(body)))
+        filled: dict[str, Any] = json.loads(PLACEHOLDER.sub(value, json.dumps(body)))
         for variable in _container_body(filled)["properties"].get("environmentVariables", []):
             name = variable.get("name")
             if (
@@ -431,11 +431,11 @@ def _secret_sources(body: Mapping[str, Any]) -> str:
     password's ``${NAME}``, as ``VAR=NAME,@registry=NAME``."""
     pairs = []
     for variable in _container_body(body)["properties"].get("environmentVariables", []):
-        found = _PLACEHOLDER.fullmatch(str(variable.get("secureValue", "")))
+        found = PLACEHOLDER.fullmatch(str(variable.get("secureValue", "")))
         if found:
             pairs.append(f"{variable['name']}={found[1]}")
     for login in body["properties"].get("imageRegistryCredentials") or []:
-        found = _PLACEHOLDER.fullmatch(str(login.get("password", "")))
+        found = PLACEHOLDER.fullmatch(str(login.get("password", "")))
         if found:
             pairs.append(f"{REGISTRY_SECRET}={found[1]}")
     return ",".join(pairs)

@@ -23,6 +23,7 @@ from typing import Any
 
 from deployer.buildcontext import BuildContext
 from deployer.errors import UserError
+from deployer.placeholders import placeholder
 from deployer.targets.aci.schema import Config
 from deployer.targets.base import RenderContext, TargetContext
 
@@ -79,11 +80,6 @@ def tags(ctx: RenderContext) -> dict[str, str]:
         TAG_MODEL_VERSION: ctx.model_version,
     }
     return dict(sorted(values.items()))
-
-
-def placeholder(env_name: str) -> str:
-    """``${NAME}``: where the deploy step puts the value of a secret it holds."""
-    return f"${{{env_name}}}"
 
 
 def _environment(target: Config) -> list[dict[str, str]]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from deployer.azure.bodies import raw_json
 from deployer.azure.cloud import credential, management_client_options, resolve_cloud
 from deployer.errors import DeployFailed, UserError
 from deployer.events import Event, Level
+from deployer.placeholders import PLACEHOLDER
 from deployer.targets.contract import (
     Deadline,
     Endpoint,
@@ -60,7 +60,6 @@ TAG_REVISION = "ai.deployer.revision"
 TAG_CREATED_PLAN = "ai.deployer.created-by"  # on a plan deployer created: down may remove it
 POLL_S = 3.0
 PROGRESS_EVERY_S = 15.0
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def connect(target: TargetRef, session: Session) -> FunctionsDriver:
@@ -252,7 +251,7 @@ class FunctionsDriver:
             raise self._failed(error, f"plan {name}") from error
 
     def _fill(self, value: str) -> str:
-        found = _PLACEHOLDER.fullmatch(str(value))
+        found = PLACEHOLDER.fullmatch(str(value))
         if not found:
             return str(value)
         name = found[1]

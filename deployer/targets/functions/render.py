@@ -47,6 +47,7 @@ from deployer.image import (
     entry_script_in_image,
     model_dir,
 )
+from deployer.placeholders import placeholder
 from deployer.resources import templates_dir
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.functions.schema import Config, HttpTrigger
@@ -181,10 +182,6 @@ def app_settings(config: DeployConfig, target: Config) -> dict[str, str]:
         settings["DOCKER_REGISTRY_SERVER_USERNAME"] = placeholder(registry.username_env)
         settings["DOCKER_REGISTRY_SERVER_PASSWORD"] = placeholder(registry.password_env)
     return settings
-
-
-def placeholder(env_name: str) -> str:
-    return f"${{{env_name}}}"
 
 
 def function_timeout(scoring_timeout_ms: int) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from deployer.errors import DeployFailed, UserError
 from deployer.events import Event, Level
+from deployer.placeholders import PLACEHOLDER
 from deployer.targets.contract import (
     Deadline,
     Endpoint,
@@ -64,7 +64,6 @@ LOG_LINES = 40
 REMOVE_WAIT_S = 120.0
 # A module the edgeAgent restarted this many times while we waited has crashed for good.
 CRASHES_TO_FAIL = 2
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def connect(target: TargetRef, session: Session) -> IotEdgeDriver:
@@ -297,7 +296,7 @@ class IotEdgeDriver:
             if isinstance(value, list):
                 return [fill(v) for v in value]
             if isinstance(value, str):
-                found = _PLACEHOLDER.fullmatch(value)
+                found = PLACEHOLDER.fullmatch(value)
                 if found:
                     if found[1] not in env:
                         raise UserError(

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 from deployer.buildcontext import BuildContext
+from deployer.placeholders import placeholder
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.iot_edge.schema import Config
 
@@ -129,8 +130,8 @@ def _runtime_settings(ctx: RenderContext, target: Config) -> dict[str, Any]:
     return {
         "registryCredentials": {
             name: {
-                "username": f"${{{registry.username_env}}}",
-                "password": f"${{{registry.password_env}}}",
+                "username": placeholder(registry.username_env),
+                "password": placeholder(registry.password_env),
                 "address": host,
             }
         }
