@@ -41,6 +41,7 @@ class AzureCloud:
     authority: str  # https://login.microsoftonline.com/
     acr_suffix: str  # azurecr.io
     known: bool  # one of the public clouds (MSAL knows its authorities)
+    log_analytics: str = ""  # https://api.loganalytics.io: Azure Monitor Logs' query API
 
     @property
     def arm_scope(self) -> str:
@@ -57,6 +58,7 @@ KNOWN_CLOUDS = {
             "https://login.microsoftonline.com/",
             "azurecr.io",
             True,
+            "https://api.loganalytics.io",
         ),
         AzureCloud(
             "AzureChinaCloud",
@@ -64,6 +66,7 @@ KNOWN_CLOUDS = {
             "https://login.chinacloudapi.cn/",
             "azurecr.cn",
             True,
+            "https://api.loganalytics.azure.cn",
         ),
         AzureCloud(
             "AzureUSGovernment",
@@ -71,6 +74,7 @@ KNOWN_CLOUDS = {
             "https://login.microsoftonline.us/",
             "azurecr.us",
             True,
+            "https://api.loganalytics.us",
         ),
     )
 }
@@ -107,7 +111,8 @@ def _cloud(value: str, base_dir: Path, where: str) -> AzureCloud:
 
 def _custom_cloud(data: Any, path: Path) -> AzureCloud:
     """A cloud from ``az cloud show``'s JSON: endpoints.resourceManager,
-    endpoints.activeDirectory and suffixes.acrLoginServerEndpoint."""
+    endpoints.activeDirectory and suffixes.acrLoginServerEndpoint (and, when given,
+    endpoints.logAnalyticsResourceId)."""
 
     def field(section: str, key: str) -> str:
         value = data.get(section, {}).get(key) if isinstance(data, dict) else None
@@ -126,6 +131,8 @@ def _custom_cloud(data: Any, path: Path) -> AzureCloud:
         authority=authority.rstrip("/") + "/",
         acr_suffix=field("suffixes", "acrLoginServerEndpoint").lstrip("."),
         known=False,
+        # Optional: only reading logs from Application Insights needs it.
+        log_analytics=str(data.get("endpoints", {}).get("logAnalyticsResourceId") or ""),
     )
 
 

@@ -15,7 +15,6 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +40,12 @@ STORAGE = (
 )
 
 
-@pytest.fixture
-def azure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[AzureDouble]:
-    with AzureDouble(tmp_path / "azure", dict(os.environ)) as double:
-        # azure-identity and azure-core read these from the process, as in a CI job.
-        for name, value in double.env().items():
-            monkeypatch.setenv(name, value)
-        yield double
-
-
 def _repo(
-    tmp_path: Path, azure: AzureDouble, trigger: str = "blob", ready_timeout_s: float = 30
+    tmp_path: Path,
+    azure: AzureDouble,
+    trigger: str = "blob",
+    ready_timeout_s: float = 30,
+    **more: Any,
 ) -> Path:
     repo = tmp_path / "repo"
     shutil.copytree(EXAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", "out"))
@@ -66,6 +60,7 @@ def _repo(
         "location": "westeurope",
         "trigger": trigger,
         "ready_timeout_s": ready_timeout_s,
+        **more,
     }
     if trigger == "blob":
         settings["blob"] = {

@@ -65,6 +65,20 @@ HttpRoute = Annotated[
 ]
 
 
+# An Application Insights component's resource id (``az monitor app-insights component show
+# --query id``), the scope deployer logs reads with the Azure Monitor Logs query API.
+InsightsId = Annotated[
+    str,
+    Rule(
+        "Application Insights resource id",
+        "/subscriptions/<id>/resourceGroups/<group>/providers/Microsoft.Insights/components/"
+        "<name>, as 'az monitor app-insights component show --query id' prints it",
+        r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w._()]+/providers/"
+        r"(?i:microsoft\.insights)/components/[-\w._()]+$",
+    ),
+]
+
+
 class HttpTrigger(Section):
     auth_level: Literal["anonymous", "function", "admin"] = "function"
     route: HttpRoute = "score"
@@ -97,6 +111,11 @@ class Config(TargetConfig):
     http: HttpTrigger | None = None
     blob: BlobTrigger | None = None
     service_bus: ServiceBusTrigger | None = None
+    application_insights: InsightsId | None = Field(
+        default=None,
+        description="The app's Application Insights component: deployer logs reads its traces "
+        "and exceptions there, instead of the app's container log (Kudu).",
+    )
     ready_timeout_s: PositiveFloat = Field(
         default=900,
         description="How long the function app may take to pull its image, restart and "

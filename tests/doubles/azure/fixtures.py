@@ -21,6 +21,8 @@ from tests.doubles.azure.entra import EntraDouble, EntraHandler
 from tests.doubles.azure.errors import throttled
 from tests.doubles.azure.faults import Rule, Stall
 from tests.doubles.azure.group_model import GroupKey
+from tests.doubles.azure.kudu import ScmSites
+from tests.doubles.azure.log_analytics import LogAnalytics, LogAnalyticsHandler
 from tests.doubles.azure.registries import Registries, Registry
 from tests.doubles.azure.resource_manager import ArmDouble, summary
 from tests.doubles.azure.tls import HttpsServer, make_certificates
@@ -53,12 +55,17 @@ class AzureDouble:
         self.container_groups = ContainerGroups(self.runtime, self.registries)
         self.web = WebApps()  # Microsoft.Web: plans, function apps (no container runs)
         self.service = ArmDouble(self.entra, self.container_groups, self.registries, self.web)
+        self.log_analytics = LogAnalytics(self.entra)  # Application Insights' query API
         self._servers = [
             HttpsServer(EntraHandler, self.certificates, self.entra),
             HttpsServer(ArmHandler, self.certificates, self.service),
+            HttpsServer(LogAnalyticsHandler, self.certificates, self.log_analytics),
         ]
         self.entra.url = self._servers[0].url
         self.service.gate.url = self._servers[1].url
+        self.log_analytics.url = self._servers[2].url
+        # Each function app's SCM site (Kudu: its log stream), started with the app
+        self.web.scm = ScmSites(self.certificates, self.service.gate)
         self.add_subscription(self.subscription_id)
         self.add_resource_group(self.resource_group)
 
@@ -73,6 +80,8 @@ class AzureDouble:
     def close(self) -> None:
         self.service.faults.release_all()
         self.container_groups.close()
+        if self.web.scm is not None:
+            self.web.scm.close_all()
         for server in self._servers:
             server.stop()
         if self.runtime._client is not None:
@@ -106,6 +115,7 @@ class AzureDouble:
                 "resourceManager": self.arm,
                 "activeDirectory": self.authority + "/",
                 "activeDirectoryResourceId": self.arm,
+                "logAnalyticsResourceId": self.log_analytics.url,
             },
             "suffixes": {"acrLoginServerEndpoint": acr_suffix or ".azurecr.io"},
             "isActive": False,

@@ -101,15 +101,23 @@ class JsonHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def answer(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        data = b"" if body is None else json.dumps(body).encode()
+        data = None if body is None else json.dumps(body).encode()
+        self.send(status, data, "application/json; charset=utf-8", headers)
+
+    def answer_text(self, status: int, text: str, headers: dict[str, str] | None = None) -> None:
+        self.send(status, text.encode(), "text/plain; charset=utf-8", headers)
+
+    def send(
+        self, status: int, data: bytes | None, content_type: str, headers: dict[str, str] | None
+    ) -> None:
         self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
+        if data is not None:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data or b"")))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(data)
+        self.wfile.write(data or b"")
 
 
 class HttpsServer(ThreadingHTTPServer):

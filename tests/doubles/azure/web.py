@@ -30,6 +30,13 @@ What stands in for the Functions host:
   Running``. ``never_running(site)`` makes the next starts end in ``Stopped`` (the new image
   reported, never Running), as an app whose container never starts.
 
+**Kudu.** Each app's SCM site (its container logs: ``az webapp log tail``'s source) is a
+server of its own on 127.0.0.1 (kudu.py), started with the app and stopped when it is
+deleted; the app reports it as its ``Repository`` host name. The state machine writes the
+platform's lines there as App Service does (pulling the image, the container initialised, or
+failing to answer HTTP pings), and ``write_log(app, line)`` stands in for the container's
+own output.
+
 The service's own refusals are in App Service's error format (``{"Code", "Message",
 "Target", "Details": [..., {"ErrorEntity": {"ExtendedCode", ...}}], "Innererror"}``, keys
 capitalised: azure-core then finds no ``error.code``; a client matches the status and the
@@ -73,6 +80,7 @@ from tests.doubles.azure.containers import now
 
 if TYPE_CHECKING:
     from tests.doubles.azure.arm import Request
+    from tests.doubles.azure.kudu import ScmSites
 
 Answer = tuple[int, Any, dict[str, str]]
 
@@ -260,6 +268,7 @@ class WebApps:
         self.operation_delay_s = 0.2
         self.poll_interval_s = 1
         self.host_suffix = "azurewebsites.net"
+        self.scm: ScmSites | None = None  # each app's Kudu site, when the double serves them
         self._lock = threading.RLock()
 
     # The test's API -----------------------------------------------------------------------
@@ -279,6 +288,12 @@ class WebApps:
 
     def run_again(self, site: str) -> None:
         self.never_running_sites.discard(site.lower())
+
+    def write_log(self, site: str, line: str) -> None:
+        """A line of the app's container output (its Kudu log), as ``init()`` would print
+        it: no Functions host runs here to write one."""
+        if self.scm is not None:
+            self.scm.write(site, line)
 
     def take_site_name(self, name: str) -> None:
         """An app of another subscription holds this name: a PUT creating it is 409."""
@@ -419,6 +434,8 @@ class WebApps:
             return self._put_site(key, _json(request), request, arm_url)
         if method == "DELETE":
             site = self.sites.pop(key.folded(), None)
+            if site is not None and self.scm is not None:
+                self.scm.close(site.key.name)
             return (200, None, {}) if site else (204, None, {})
         raise _not_allowed(method)
 
@@ -454,6 +471,8 @@ class WebApps:
         kept.setdefault("properties", {})["siteConfig"] = site_config
         if existing is None:
             site = Site(key, kept)
+            if self.scm is not None:
+                self.scm.open(key.name, key.id)
             site.host_keys = {
                 "masterKey": new_key(),
                 "functionKeys": {"default": new_key()},
@@ -485,6 +504,9 @@ class WebApps:
             time.monotonic() + self.running_delay_s, site.linux_fx_version, meanwhile
         )
         site.state = meanwhile
+        image = site.linux_fx_version.removeprefix("DOCKER|")
+        self._platform_log(site, "INFO", f"Pulling image: {image}")
+        self._platform_log(site, "INFO", f"Starting container for site {site.key.name}")
 
     def _settle(self, site: Site) -> None:
         start = site.start
@@ -494,6 +516,31 @@ class WebApps:
         site.image = start.image
         never = site.key.name.lower() in self.never_running_sites
         site.state = "Stopped" if never else "Running"
+        container = f"{site.key.name.lower()}_0_{site.principal_id[:8]}"
+        if never:
+            self._platform_log(
+                site,
+                "ERROR",
+                f"Container {container} for site {site.key.name} did not start within "
+                "expected time limit. Elapsed time = 230.5 sec",
+            )
+            self._platform_log(
+                site,
+                "ERROR",
+                f"Container {container} didn't respond to HTTP pings on port: 80, failing site "
+                "start. See container logs for debugging.",
+            )
+        else:
+            self._platform_log(
+                site,
+                "INFO",
+                f"Container {container} for site {site.key.name} initialized successfully and "
+                "is ready to serve requests.",
+            )
+
+    def _platform_log(self, site: Site, level: str, line: str) -> None:
+        if self.scm is not None:
+            self.scm.write(site.key.name, line, level)
 
     def default_host(self, site: Site) -> str:
         return f"{site.key.name.lower()}.{self.host_suffix}"
@@ -502,6 +549,8 @@ class WebApps:
         body = copy.deepcopy(site.body)
         host = self.default_host(site)
         scm = f"{site.key.name.lower()}.scm.{self.host_suffix}"
+        if self.scm is not None:  # the double's Kudu answers on loopback, not at that name
+            scm = self.scm.open(site.key.name, site.key.id)
         properties = dict(body.get("properties") or {})
         site_config = dict(properties.get("siteConfig") or {})
         site_config["linuxFxVersion"] = site.image
