@@ -187,7 +187,8 @@ def test_a_name_taken_elsewhere_is_a_clear_failure(tmp_path: Path, azure: AzureD
 def test_an_http_trigger_is_tested_at_its_invoke_url_with_the_function_key(
     tmp_path: Path, azure: AzureDouble
 ) -> None:
-    config = _repo(tmp_path, azure, trigger="http")
+    route = {"route": "models/{name}", "route_values": {"name": "diabetes v2"}}
+    config = _repo(tmp_path, azure, trigger="http", http=route)
     driver = _driver(config, azure, _env())
     release = _release(config, "1")
     applied = driver.apply(release)
@@ -195,7 +196,7 @@ def test_an_http_trigger_is_tested_at_its_invoke_url_with_the_function_key(
     azure.web.set_functions(
         APP,
         [{"name": "score_http", "bindings": [
-            {"type": "httpTrigger", "direction": "in", "name": "req", "route": "score",
+            {"type": "httpTrigger", "direction": "in", "name": "req", "route": "models/{name}",
              "authLevel": "function", "methods": ["get", "post"]},
             {"type": "http", "direction": "out", "name": "$return"},
         ]}],
@@ -204,7 +205,8 @@ def test_an_http_trigger_is_tested_at_its_invoke_url_with_the_function_key(
     live = driver.live()
     assert live is not None and live.endpoint is not None
     endpoint = live.endpoint
-    assert endpoint.scoring_uri == f"https://{APP}.azurewebsites.net/api/score"
+    # The template keeps {name}; the tests call deploy.yaml's value, encoded.
+    assert endpoint.scoring_uri == f"https://{APP}.azurewebsites.net/api/models/diabetes%20v2"
     assert set(endpoint.headers) == {"x-functions-key"}
     assert endpoint.headers["x-functions-key"] in driver.session.secrets.values
     assert version.revision == release.revision

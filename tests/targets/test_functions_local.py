@@ -217,3 +217,35 @@ def test_validate_does_not_import_azure_functions() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, check=False)
     assert done.returncode == 0, done.stderr
+
+
+ROUTE_SCRIPT = """
+import json
+from azureml.contrib.services.aml_request import rawhttp
+from azureml.contrib.services.aml_response import AMLResponse
+
+
+def init():
+    pass
+
+
+@rawhttp
+def run(request):
+    return AMLResponse(json.dumps(request.path), 200, json_str=False)
+"""
+
+
+def test_route_parameters_take_deploy_yamls_values(
+    example_copy: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tests = """\
+    - name: path
+      expect: {status: 200, json: "/api/models/diabetes v2"}
+"""
+    config_path = _script_target(example_copy, ROUTE_SCRIPT, tests)
+    text = config_path.read_text().replace(
+        'route: "models/diabetes"}',
+        'route: "models/{name}", route_values: {name: "diabetes v2"}}',
+    )
+    config_path.write_text(text)
+    assert _run(config_path) == 0, capsys.readouterr().out

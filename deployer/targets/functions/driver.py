@@ -55,7 +55,7 @@ from deployer.targets.contract import (
 )
 from deployer.targets.functions.insights import InsightsLogs
 from deployer.targets.functions.kudu import KuduLogs, scm_host
-from deployer.targets.functions.schema import Config
+from deployer.targets.functions.schema import Config, fill_route
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -181,9 +181,11 @@ class FunctionsDriver:
             function = self.client.web_apps.get_function(self.rg, self.app, self.function)
         except HttpResponseError as error:
             raise self._failed(error, f"function {self.function} of {self.app}") from error
-        uri = str(function.invoke_url_template or "")
+        http = self.settings.http
+        # The template keeps the route's {parameters}: the tests call it with deploy.yaml's values.
+        uri = fill_route(str(function.invoke_url_template or ""), http.route_values if http else {})
         headers: dict[str, str] = {}
-        level = self.settings.http.auth_level if self.settings.http else "function"
+        level = http.auth_level if http else "function"
         if level != "anonymous":
             keys = self.client.web_apps.list_function_keys(self.rg, self.app, self.function)
             # Azure answers {"default": key} flat, where the SDK's model expects properties

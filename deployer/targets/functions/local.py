@@ -52,7 +52,7 @@ from deployer.config.model import DeployConfig, ScoringTest
 from deployer.errors import UserError
 from deployer.image import APP_DIR, entry_script_in_image, model_dir
 from deployer.targets.functions.render import FUNCTION_APP, SCRIPT_ROOT
-from deployer.targets.functions.schema import Config
+from deployer.targets.functions.schema import Config, fill_route, route_parameters
 from deployer.verify import RequestResult, TestRun, failed_request
 from deployer.verify_answers import Answer, expectation_failures
 from deployer.verify_requests import PreparedRequest, RequestFileError, prepare_request
@@ -397,7 +397,8 @@ def _run_one(
     started = time.perf_counter()
     try:
         if function.trigger_type == "httpTrigger":
-            answer, compared = _http(function, request), test
+            values = target.http.route_values if target.http else {}
+            answer, compared = _http(function, request, values), test
         elif function.trigger_type == "blobTrigger":
             answer, compared = _blob(function, test, request, blob_store), _event_test(test)
         elif function.trigger_type == "serviceBusTrigger":
@@ -451,18 +452,22 @@ def _headers(pairs: Mapping[str, str] | list[tuple[str, str]]) -> HTTPMessage:
     return message
 
 
-def _http(function: LoadedFunction, request: PreparedRequest) -> EventAnswer:
+def _http(
+    function: LoadedFunction, request: PreparedRequest, route_values: dict[str, str]
+) -> EventAnswer:
     func = _require_azure_functions()
     from azure.functions.http import HttpResponseConverter
 
     route = str(function.trigger.get("route") or function.name)
-    url = f"{LOCAL_HOST}/{HTTP_PREFIX}/{route}" + (f"?{request.query}" if request.query else "")
+    values = {name: route_values[name] for name in route_parameters(route) if name in route_values}
+    path = fill_route(route, values)
+    url = f"{LOCAL_HOST}/{HTTP_PREFIX}/{path}" + (f"?{request.query}" if request.query else "")
     req = func.HttpRequest(
         method=request.method,
         url=url,
         headers=request.headers,
         params=dict(parse_qsl(request.query, keep_blank_values=True)),
-        route_params={},
+        route_params=values,  # as the host binds them: the values, not encoded
         body=request.body or b"",
     )
     response = function.call(**{function.trigger["name"]: req})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -79,9 +81,66 @@ InsightsId = Annotated[
 ]
 
 
+ROUTE_PARAMETER = re.compile(r"\{([^{}/]*)\}")
+
+
+def route_parameters(route: str) -> list[str]:
+    """The ``{name}`` parameters of an HTTP route, in order."""
+    return ROUTE_PARAMETER.findall(route)
+
+
+def fill_route(route: str, values: dict[str, str]) -> str:
+    """``route`` (or a URL ending in one) with each ``{name}`` that has a value replaced by
+    it, percent-encoded as one path segment."""
+
+    def value(found: re.Match[str]) -> str:
+        name = found[1]
+        return quote(values[name], safe="") if name in values else found[0]
+
+    return ROUTE_PARAMETER.sub(value, route)
+
+
 class HttpTrigger(Section):
     auth_level: Literal["anonymous", "function", "admin"] = "function"
     route: HttpRoute = "score"
+    route_values: dict[str, str] = Field(
+        default_factory=dict,
+        description="A value for each {parameter} of the route, used where the tests call "
+        "the function (deployer test, the deploy's tests, --local): e.g. route models/{name} "
+        "with route_values {name: diabetes} is tested at /api/models/diabetes.",
+    )
+
+    @model_validator(mode="after")
+    def _a_value_for_each_parameter(self) -> HttpTrigger:
+        names = route_parameters(self.route)
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise error(
+                    "route",
+                    "route parameter {{{name}}} is not a name: letters, digits and '_'",
+                    name=name,
+                    at="route",
+                )
+        missing = [name for name in names if name not in self.route_values]
+        if missing:
+            raise error(
+                "route",
+                "route {route!r} has parameters the tests need values for: give "
+                "route_values {{{pairs}}}",
+                route=self.route,
+                pairs=", ".join(f"{name}: ..." for name in missing),
+                at="route_values",
+            )
+        extra = sorted(set(self.route_values) - set(names))
+        if extra:
+            raise error(
+                "route",
+                "route_values names {extra}, which route {route!r} does not have",
+                extra=", ".join(extra),
+                route=self.route,
+                at="route_values",
+            )
+        return self
 
 
 class BlobTrigger(Section):
