@@ -210,3 +210,81 @@ def test_an_http_trigger_is_tested_at_its_invoke_url_with_the_function_key(
     assert set(endpoint.headers) == {"x-functions-key"}
     assert endpoint.headers["x-functions-key"] in driver.session.secrets.values
     assert version.revision == release.revision
+
+
+def test_a_dedicated_plan_is_created_moved_within_its_family_and_never_across(
+    tmp_path: Path, azure: AzureDouble
+) -> None:
+    config = _repo(tmp_path, azure, plan={"sku": "P1v3"})
+    _deploy(_driver(config, azure, _env()), _release(config, "1"))
+    (plan,) = azure.web.plans.values()
+    assert (plan.body["kind"], plan.body["sku"]) == ("linux", {"name": "P1v3", "tier": "PremiumV3"})
+    site_config = azure.web.find_site(APP).body["properties"]["siteConfig"]
+    assert site_config["alwaysOn"] is True  # non-HTTP triggers keep firing on Dedicated
+    config = _repo(tmp_path / "2", azure, plan={"sku": "P2v3"})
+    assert _deploy(_driver(config, azure, _env()), _release(config, "2")).status == "deployed"
+    assert plan.body["sku"]["name"] == "P2v3"
+    config = _repo(tmp_path / "3", azure, plan={"sku": "EP1"})
+    with pytest.raises(DeployFailed, match="cannot move a plan between Elastic Premium"):
+        _deploy(_driver(config, azure, _env()), _release(config, "3"))
+    assert azure.web.summary(APP)["linux_fx_version"].endswith(":2")  # still serving
+
+
+def test_a_plan_deployer_did_not_create_is_used_as_it_is(
+    tmp_path: Path, azure: AzureDouble
+) -> None:
+    config = _repo(tmp_path, azure, plan={"name": "shared-plan", "sku": "EP1"})
+    driver = _driver(config, azure, _env())
+    theirs = {"location": "westeurope", "kind": "elastic", "sku": {"name": "EP2"}}
+    driver.client.app_service_plans.begin_create_or_update(
+        azure.resource_group, "shared-plan", theirs
+    ).result()
+    assert _deploy(driver, _release(config, "1")).status == "deployed"
+    assert azure.web.plans_named("shared-plan").body["sku"]["name"] == "EP2"  # untouched
+    assert azure.web.summary(APP)["server_farm_id"].endswith("/serverfarms/shared-plan")
+    assert "plan" not in " ".join(_driver(config, azure, _env()).remove(images=False))
+    # A Consumption plan runs no containers: said before the app is touched.
+    consumption = {"location": "westeurope", "kind": "functionapp", "sku": {"name": "Y1"}}
+    driver.client.app_service_plans.begin_create_or_update(
+        azure.resource_group, "cheap-plan", consumption
+    ).result()
+    config = _repo(tmp_path / "2", azure, plan={"name": "cheap-plan"})
+    with pytest.raises(DeployFailed, match=r"cheap-plan is Y1 \(Consumption\)"):
+        _deploy(_driver(config, azure, _env()), _release(config, "1"))
+
+
+def test_the_app_pulls_with_a_user_assigned_identity_by_its_client_id(
+    tmp_path: Path, azure: AzureDouble
+) -> None:
+    identity = (
+        f"/subscriptions/{azure.subscription_id}/resourceGroups/ml-rg/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/puller"
+    )
+    config = _repo(tmp_path, azure, pull={"identity": identity})
+    driver = _driver(config, azure, _env())
+    _deploy(driver, _release(config, "1"))
+    body = azure.web.find_site(APP).body
+    assert body["identity"]["type"] == "UserAssigned"
+    site = driver.client.web_apps.get(azure.resource_group, APP)
+    client_id = site.identity.user_assigned_identities[identity].client_id
+    site_config = body["properties"]["siteConfig"]
+    assert site_config["acrUseManagedIdentityCreds"] is True
+    assert site_config["acrUserManagedIdentityID"] == client_id
+    settings = azure.web.summary(APP)["settings"]
+    assert "DOCKER_REGISTRY_SERVER_PASSWORD" not in settings  # no password stored
+    assert settings["DOCKER_REGISTRY_SERVER_URL"] == "https://127.0.0.1:5000"
+
+
+def test_the_apps_own_identity_is_named_for_its_acrpull_grant(
+    tmp_path: Path, azure: AzureDouble
+) -> None:
+    config = _repo(tmp_path, azure, pull={"identity": "system"})
+    said: list[str] = []
+    session = Session(
+        lambda event: said.append(event.message), Secrets(), {**os.environ, **azure.env(), **_env()}
+    )
+    driver = connect(TargetRef.of(load_config(config), "batch"), session)
+    _deploy(driver, _release(config, "1"))
+    principal = azure.web.find_site(APP).principal_id
+    assert any(f"principal {principal}" in line and "AcrPull" in line for line in said), said
+    assert azure.web.find_site(APP).body["identity"] == {"type": "SystemAssigned"}

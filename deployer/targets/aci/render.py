@@ -22,10 +22,10 @@ from __future__ import annotations
 from typing import Any
 
 from deployer.buildcontext import BuildContext
-from deployer.errors import UserError
 from deployer.placeholders import placeholder
 from deployer.targets.aci.schema import Config
 from deployer.targets.base import RenderContext, TargetContext
+from deployer.targets.pull_login import pull_login
 
 API_VERSION = "2023-05-01"
 
@@ -114,28 +114,19 @@ def _probes(ctx: RenderContext) -> dict[str, int]:
 def _registry_credentials(ctx: RenderContext) -> list[dict[str, Any]]:
     """ACI's registry login: a managed identity, or secrets as placeholders; none for a
     registry without auth."""
-    registry, pull = ctx.config.registry, _config_of(ctx).pull
+    login = pull_login(ctx.name, ctx.config.registry, _config_of(ctx).pull)
     # A login is to a host[:port]; a namespace path is part of image names only.
     server = ctx.image.registry.split("/", 1)[0]
-    if pull is not None and pull.identity is not None:
-        return [{"server": server, "identity": pull.identity}]
-    if pull is not None and pull.username_env and pull.password_env:
-        username_env, password_env = pull.username_env, pull.password_env
-    elif registry.auth == "basic":
-        username_env, password_env = registry.username_env, registry.password_env
-    elif registry.auth == "acr":
-        raise UserError(
-            f"target {ctx.name}: the registry uses auth: acr, so set targets.{ctx.name}.pull: "
-            "a managed identity with AcrPull (identity: <its resource id>), or a token's "
-            "username_env and password_env (deployer's own ACR token expires within hours)"
-        )
-    else:
+    if login is None:
         return []
+    if login.identity is not None:
+        return [{"server": server, "identity": login.identity}]
+    assert login.username_env and login.password_env
     return [
         {
             "server": server,
-            "username": placeholder(username_env),
-            "password": placeholder(password_env),
+            "username": placeholder(login.username_env),
+            "password": placeholder(login.password_env),
         }
     ]
 

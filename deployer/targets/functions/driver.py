@@ -64,6 +64,8 @@ PROVIDER = "Microsoft.Web"
 TAG_REVISION = "ai.deployer.revision"
 TAG_CREATED_PLAN = "ai.deployer.created-by"  # on a plan deployer created: down may remove it
 POLL_S = 3.0
+# Plans that run no custom containers (a plan deploy.yaml names may be one)
+NO_CONTAINERS = {"Y1": "Consumption", "FC1": "Flex Consumption"}
 PROGRESS_EVERY_S = 15.0
 
 
@@ -216,10 +218,8 @@ class FunctionsDriver:
         ]
         self._progress(f"updating function app {self.app} to revision {release.revision}")
         try:
-            poller = self.client.web_apps.begin_create_or_update(
-                self.rg, self.app, raw_json(body), content_type="application/json"
-            )
-            poller.result()
+            site = self._put_site(body)
+            self._pull_identity(site, body)
             self.client.web_apps.update_application_settings(
                 self.rg, self.app, StringDictionary(properties=merged)
             )
@@ -228,6 +228,38 @@ class FunctionsDriver:
             raise self._failed(error, f"function app {self.app}") from error
         image = str(body["properties"]["siteConfig"]["linuxFxVersion"]).removeprefix("DOCKER|")
         return Version(release.revision, image, None, "starting", ref=f"function app {self.app}")
+
+    def _put_site(self, body: dict[str, Any]) -> Any:
+        poller = self.client.web_apps.begin_create_or_update(
+            self.rg, self.app, raw_json(body), content_type="application/json"
+        )
+        return poller.result()
+
+    def _pull_identity(self, site: Any, body: dict[str, Any]) -> None:
+        """With a managed identity for pulls: a user-assigned one is named to the app by its
+        client id (``acrUserManagedIdentityID``), which Azure reports once the identity is
+        the app's; the app's own (system) identity needs AcrPull granted once it exists."""
+        kind = str((body.get("identity") or {}).get("type", ""))
+        identity = getattr(site, "identity", None)
+        if kind == "UserAssigned":
+            (wanted,) = body["identity"]["userAssignedIdentities"]
+            users = getattr(identity, "user_assigned_identities", None) or {}
+            found = {k.lower(): v for k, v in users.items()}
+            client_id = str(getattr(found.get(wanted.lower()), "client_id", "") or "")
+            if not client_id:
+                raise DeployFailed(f"Azure reported no client id for the identity {wanted}")
+            config = body["properties"]["siteConfig"]
+            if _site_config(site).get("acrUserManagedIdentityID") != client_id:
+                config["acrUserManagedIdentityID"] = client_id
+                self._put_site(body)
+        elif kind == "SystemAssigned" and self._previous is None:
+            principal = str(getattr(identity, "principal_id", "") or "")
+            self._progress(
+                f"{self.app} pulls with its own identity (principal {principal}): grant it "
+                "AcrPull on the registry once ('az role assignment create --role AcrPull "
+                f"--assignee-object-id {principal} --assignee-principal-type "
+                "ServicePrincipal --scope <the registry's id>'), or it cannot start"
+            )
 
     def _location(self, app: dict[str, Any]) -> str:
         """deploy.yaml's location, else the live app's (an update keeps where it is)."""
@@ -242,17 +274,37 @@ class FunctionsDriver:
         )
 
     def _ensure_plan(self, plan: dict[str, Any]) -> None:
-        name = plan["name"]
+        """Creates the plan when missing; moves a plan deployer created to deploy.yaml's SKU
+        (within its family); uses anyone else's plan as it is, if it can run containers."""
+        name, body = plan["name"], copy.deepcopy(plan["body"])
+        wanted = str(body["sku"]["name"])
         try:
-            self.client.app_service_plans.get(self.rg, name)
-            return
+            found = self.client.app_service_plans.get(self.rg, name)
         except ResourceNotFoundError:
-            pass
+            found = None
         except HttpResponseError as error:
             raise self._failed(error, f"plan {name}") from error
-        body = copy.deepcopy(plan["body"])
-        body["tags"] = {**body.get("tags", {}), TAG_CREATED_PLAN: "deployer"}
-        self._progress(f"creating the plan {name} ({body.get('sku', {}).get('name')})")
+        if found is not None:
+            sku = str(getattr(found.sku, "name", "") or "")
+            if sku.upper() in NO_CONTAINERS:
+                raise DeployFailed(
+                    f"plan {name} is {sku} ({NO_CONTAINERS[sku.upper()]}), which runs no custom "
+                    "containers: give plan.name an Elastic Premium or Dedicated plan"
+                )
+            tags = dict(found.tags or {})
+            if tags.get(TAG_CREATED_PLAN) != "deployer" or sku.lower() == wanted.lower():
+                return
+            if sku.upper().startswith("EP") != wanted.upper().startswith("EP"):
+                raise DeployFailed(
+                    f"plan {name} is {sku}: Azure cannot move a plan between Elastic Premium "
+                    f"and Dedicated; keep plan.sku {sku}, or give plan.name a new plan for "
+                    f"{wanted}"
+                )
+            self._progress(f"moving the plan {name} from {sku} to {wanted}")
+            body["tags"] = {**tags, **body.get("tags", {})}
+        else:
+            body["tags"] = {**body.get("tags", {}), TAG_CREATED_PLAN: "deployer"}
+            self._progress(f"creating the plan {name} ({wanted})")
         try:
             self.client.app_service_plans.begin_create_or_update(
                 self.rg, name, raw_json(body), content_type="application/json"
@@ -392,6 +444,12 @@ class FunctionsDriver:
     def _progress(self, message: str, level: Level = "step") -> None:
         key = self.target.name if level == "progress" else ""
         self.session.progress(Event(level, f"{self.target.name}: {message}", key=key))
+
+
+def _site_config(site: Any) -> dict[str, Any]:
+    """The site's siteConfig in REST names (``acrUserManagedIdentityID``...)."""
+    config = getattr(site, "site_config", None)
+    return dict(config.as_dict()) if config is not None else {}
 
 
 def _image(site: Any) -> str:

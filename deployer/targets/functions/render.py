@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 from deployer.buildcontext import BuildContext
 from deployer.config.envfile import pip_requirements
-from deployer.config.model import DeployConfig
 from deployer.image import (
     APP_DIR,
     add_serving_package,
@@ -51,6 +51,7 @@ from deployer.placeholders import placeholder
 from deployer.resources import templates_dir
 from deployer.targets.base import RenderContext, TargetContext
 from deployer.targets.functions.schema import Config, HttpTrigger
+from deployer.targets.pull_login import PullLogin, pull_login
 
 # Where the Functions base image's host looks for the function app.
 SCRIPT_ROOT = "/home/site/wwwroot"
@@ -60,7 +61,6 @@ SHARED_MODULE = "deployer_scoring.py"
 # The v2 programming model's entry point: the worker indexes the functions it decorates.
 FUNCTION_APP = "function_app.py"
 AZURE_FUNCTIONS_PACKAGE = "azure-functions"
-PLAN_SKU = "EP1"
 PLAN_SUFFIX = "-plan"
 # Azure's limit on App Service plan names (app names may be 60 characters too).
 MAX_PLAN_NAME = 60
@@ -90,8 +90,26 @@ def function_app(ctx: TargetContext, target: Config) -> str:
 
 
 def plan_name(target: Config) -> str:
-    """The app's own plan: ``<app_name>-plan``, the app name shortened to fit Azure's limit."""
+    """deploy.yaml's plan, else the app's own: ``<app_name>-plan``, the app name shortened to
+    fit Azure's limit."""
+    if target.plan.name:
+        return target.plan.name
     return target.app_name[: MAX_PLAN_NAME - len(PLAN_SUFFIX)] + PLAN_SUFFIX
+
+
+# A plan SKU's tier, as App Service names it (the sku names a family: EP2 -> ElasticPremium).
+PLAN_TIERS = [
+    (r"EP\d", "ElasticPremium"),
+    (r"B\d", "Basic"),
+    (r"S\d", "Standard"),
+    (r"P\dv2", "PremiumV2"),
+    (r"P\dv3", "PremiumV3"),
+    (r"P\dmv3", "PremiumMV3"),
+]
+
+
+def plan_tier(sku: str) -> str:
+    return next(tier for pattern, tier in PLAN_TIERS if re.fullmatch(pattern, sku))
 
 
 def own_image(ctx: TargetContext) -> BuildContext | None:
@@ -149,21 +167,32 @@ def render(ctx: RenderContext) -> dict[str, str]:
         "deployer-model-name": ctx.config.model_name,
         "deployer-model-version": ctx.model_version,
     }
+    login = pull_login(ctx.name, ctx.config.registry, target.pull)
     app_json = ctx.templates.render(
         "app.json.j2",
         target=target,
         function_name=function_name(target),
         plan_name=plan,
-        plan_sku=PLAN_SKU,
         plan_id=plan_id,
+        plan_tier=plan_tier(target.plan.sku),
         tags=tags,
         image=str(ctx.image),
-        app_settings=app_settings(ctx.config, target),
+        app_settings=app_settings(ctx.image.registry, target, login),
+        identity=_identity(login),
     )
     return {"app.json": app_json}
 
 
-def app_settings(config: DeployConfig, target: Config) -> dict[str, str]:
+def _identity(login: PullLogin | None) -> dict[str, Any] | None:
+    """The app's identity block when it pulls with a managed identity."""
+    if login is None or login.identity is None:
+        return None
+    if login.identity == "system":
+        return {"type": "SystemAssigned"}
+    return {"type": "UserAssigned", "userAssignedIdentities": {login.identity: {}}}
+
+
+def app_settings(registry: str, target: Config, login: PullLogin | None) -> dict[str, str]:
     """The site's app settings; secrets as ``${ENV_NAME}`` placeholders."""
     settings = {
         "FUNCTIONS_EXTENSION_VERSION": "~4",
@@ -175,12 +204,11 @@ def app_settings(config: DeployConfig, target: Config) -> dict[str, str]:
     trigger_settings = target.blob or target.service_bus
     if trigger_settings is not None:
         settings[trigger_settings.connection] = placeholder(trigger_settings.connection)
-    registry = config.registry
-    if registry.auth != "none":
-        host = registry.address.split("/", 1)[0]
-        settings["DOCKER_REGISTRY_SERVER_URL"] = f"https://{host}"
-        settings["DOCKER_REGISTRY_SERVER_USERNAME"] = placeholder(registry.username_env)
-        settings["DOCKER_REGISTRY_SERVER_PASSWORD"] = placeholder(registry.password_env)
+    if login is not None:
+        settings["DOCKER_REGISTRY_SERVER_URL"] = f"https://{registry.split('/', 1)[0]}"
+    if login is not None and login.username_env and login.password_env:
+        settings["DOCKER_REGISTRY_SERVER_USERNAME"] = placeholder(login.username_env)
+        settings["DOCKER_REGISTRY_SERVER_PASSWORD"] = placeholder(login.password_env)
     return settings
 
 

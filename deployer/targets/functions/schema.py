@@ -19,6 +19,7 @@ from deployer.config.fields import (
     Uuid,
     error,
 )
+from deployer.config.image_pull import ImagePull, ManagedIdentityId
 
 KIND = "functions"
 
@@ -155,6 +156,58 @@ class ServiceBusTrigger(Section):
     output_queue: QueueName | None = None
 
 
+# The plans that run custom containers: Elastic Premium, or Dedicated (App Service) ones.
+PlanSku = Annotated[
+    str,
+    Rule(
+        "plan SKU for a container function app",
+        "Elastic Premium EP1, EP2 or EP3, or a Dedicated plan's: B1-B3, S1-S3, P1v2-P3v2, "
+        "P0v3-P3v3, P1mv3-P5mv3 (Consumption Y1 and Flex Consumption FC1 run no custom "
+        "containers)",
+        r"^(EP[1-3]|B[1-3]|S[1-3]|P[1-3]v2|P[0-3]v3|P[1-5]mv3)$",
+    ),
+]
+PlanName = Annotated[
+    str,
+    Rule(
+        "App Service plan name",
+        "1 to 60 letters, digits and '-'",
+        r"^[A-Za-z0-9-]{1,60}$",
+    ),
+]
+
+
+class HostingPlan(Section):
+    """The App Service plan the app runs on."""
+
+    name: PlanName | None = Field(
+        default=None,
+        description="Default <app_name>-plan. deployer creates it when missing (and down "
+        "removes it once no app uses it); a plan deployer did not create is used as it is.",
+    )
+    sku: PlanSku = Field(
+        default="EP1",
+        description="EP1-EP3 (Elastic Premium: scales out on events) or a Dedicated plan's "
+        "SKU (fixed instances; the app gets Always On so that non-HTTP triggers keep firing). "
+        "A plan deployer created is moved to a new SKU of the same family; Azure cannot move "
+        "a plan between Elastic Premium and Dedicated.",
+    )
+
+    @property
+    def elastic(self) -> bool:
+        return self.sku.startswith("EP")
+
+
+class FunctionsImagePull(ImagePull):
+    identity: Literal["system"] | ManagedIdentityId | None = Field(
+        default=None,
+        description="A managed identity with AcrPull on the registry: 'system' (the app's "
+        "own, made with it: grant it AcrPull once it exists) or a user-assigned identity's "
+        "resource id (grant it first: the recommended way). The app then pulls with "
+        "acrUseManagedIdentityCreds, with no password stored.",
+    )
+
+
 TRIGGER_FIELDS = ("http", "blob", "service_bus")
 
 
@@ -170,6 +223,12 @@ class Config(TargetConfig):
     http: HttpTrigger | None = None
     blob: BlobTrigger | None = None
     service_bus: ServiceBusTrigger | None = None
+    plan: HostingPlan = Field(default_factory=HostingPlan)
+    pull: FunctionsImagePull | None = Field(
+        default=None,
+        description="How the app pulls the image. Unset: with registry.auth basic, the "
+        "registry's own variables; with auth: acr it must be set.",
+    )
     application_insights: InsightsId | None = Field(
         default=None,
         description="The app's Application Insights component: deployer logs reads its traces "

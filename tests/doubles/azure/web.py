@@ -322,6 +322,10 @@ class WebApps:
             "server_farm_id": site.properties.get("serverFarmId"),
         }
 
+    def plans_named(self, name: str) -> Plan:
+        with self._lock:
+            return next(p for p in self.plans.values() if p.key.name.lower() == name.lower())
+
     def plan_names(self) -> list[str]:
         with self._lock:
             return sorted(p.key.name for p in self.plans.values())
