@@ -288,3 +288,17 @@ def test_the_apps_own_identity_is_named_for_its_acrpull_grant(
     principal = azure.web.find_site(APP).principal_id
     assert any(f"principal {principal}" in line and "AcrPull" in line for line in said), said
     assert azure.web.find_site(APP).body["identity"] == {"type": "SystemAssigned"}
+
+
+def test_throttling_and_5xx_are_retried_and_a_missing_role_is_named(
+    tmp_path: Path, azure: AzureDouble
+) -> None:
+    config = _repo(tmp_path, azure)
+    throttled = azure.throttle("PUT", f"/sites/{APP}\\?", times=1, retry_after=1)
+    failed = azure.fail("POST", "/restart", status=503, code="ServiceUnavailable", times=1)
+    assert _deploy(_driver(config, azure, _env()), _release(config, "1")).status == "deployed"
+    assert (throttled.seen, failed.seen) == (1, 1)  # each answered once, then retried
+    azure.revoke(action="Microsoft.Web/sites/write")
+    with pytest.raises(DeployFailed, match=r"lacks 'Microsoft\.Web/sites/write'"):
+        _deploy(_driver(config, azure, _env()), _release(config, "2"))
+    assert azure.web.summary(APP)["linux_fx_version"].endswith(":1")
