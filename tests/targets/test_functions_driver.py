@@ -302,3 +302,14 @@ def test_throttling_and_5xx_are_retried_and_a_missing_role_is_named(
     with pytest.raises(DeployFailed, match=r"lacks 'Microsoft\.Web/sites/write'"):
         _deploy(_driver(config, azure, _env()), _release(config, "2"))
     assert azure.web.summary(APP)["linux_fx_version"].endswith(":1")
+
+
+def test_without_a_location_a_new_app_goes_where_its_resource_group_is(
+    tmp_path: Path, azure: AzureDouble
+) -> None:
+    azure.add_resource_group("ml-north", location="northeurope")
+    config = _repo(tmp_path, azure, location=None, resource_group="ml-north")
+    assert _deploy(_driver(config, azure, _env()), _release(config, "1")).status == "deployed"
+    assert azure.web.find_site(APP).body["location"] == "northeurope"
+    (plan,) = azure.web.plans.values()
+    assert plan.body["location"] == "northeurope"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from azure.mgmt.web import WebSiteManagementClient
 from azure.mgmt.web.models import StringDictionary
 
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
 PROVIDER = "Microsoft.Web"
+RESOURCE_GROUPS_API = "2021-04-01"  # Microsoft.Resources: where a new app goes by default
 TAG_REVISION = "ai.deployer.revision"
 TAG_CREATED_PLAN = "ai.deployer.created-by"  # on a plan deployer created: down may remove it
 POLL_S = 3.0
@@ -262,16 +264,24 @@ class FunctionsDriver:
             )
 
     def _location(self, app: dict[str, Any]) -> str:
-        """deploy.yaml's location, else the live app's (an update keeps where it is)."""
+        """deploy.yaml's location, else the live app's (an update keeps where it is), else
+        the resource group's, as 'az appservice plan create' defaults it."""
         if app.get("location"):
             return str(app["location"])
         site = self._site()
         if site is not None and site.location:
             return str(site.location)
-        raise UserError(
-            f"target {self.target.name} creates the function app {self.app}: set its location "
-            "in deploy.yaml (the region of the resource group, e.g. westeurope)"
+        request = HttpRequest(
+            "GET",
+            f"/subscriptions/{self.settings.subscription_id}/resourcegroups/{self.rg}",
+            params={"api-version": RESOURCE_GROUPS_API},
         )
+        response = self.client.send_request(request)
+        try:
+            response.raise_for_status()
+        except HttpResponseError as error:
+            raise self._failed(error, f"resource group {self.rg}") from error
+        return str(response.json()["location"])
 
     def _ensure_plan(self, plan: dict[str, Any]) -> None:
         """Creates the plan when missing; moves a plan deployer created to deploy.yaml's SKU

@@ -44,6 +44,7 @@ VERBS = {"GET": "read", "PUT": "write", "PATCH": "write", "DELETE": "delete"}
 class Subscription:
     id: str
     resource_groups: set[str] = field(default_factory=set)  # lower case
+    locations: dict[str, str] = field(default_factory=dict)  # resource group -> its region
     registered: set[str] = field(
         default_factory=lambda: {
             "microsoft.containerinstance",

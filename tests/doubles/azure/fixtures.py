@@ -173,9 +173,12 @@ class AzureDouble:
             subscription_id.lower(), Subscription(subscription_id)
         )
 
-    def add_resource_group(self, name: str, subscription_id: str | None = None) -> None:
+    def add_resource_group(
+        self, name: str, subscription_id: str | None = None, location: str = "westeurope"
+    ) -> None:
         sub = (subscription_id or self.subscription_id).lower()
         self.service.gate.subscriptions[sub].resource_groups.add(name.lower())
+        self.service.gate.subscriptions[sub].locations[name.lower()] = location
 
     def unregister_provider(self, namespace: str, subscription_id: str | None = None) -> None:
         """ARM then answers 409 MissingSubscriptionRegistration to the namespace's calls."""

@@ -35,6 +35,7 @@ OPERATION = re.compile(
     r"(?P<kind>operations|operationResults)/(?P<id>[^/]+)$",
     re.I,
 )
+RESOURCE_GROUP = re.compile(r"^/subscriptions/(?P<s>[^/]+)/resourcegroups/(?P<rg>[^/]+)$", re.I)
 REGISTRY = re.compile(
     SCOPE + r"Microsoft\.ContainerRegistry/registries/(?P<name>[^/]+)(?P<list>/listCredentials)?$",
     re.I,
@@ -78,6 +79,8 @@ class ArmDouble:
         if (found := GROUPS.match(path)) and method == "GET":
             listed = self.groups.in_resource_group(found["s"], found["rg"])
             return 200, {"value": [g.resource(None) for g in listed]}, {}
+        if (found := RESOURCE_GROUP.match(path)) and method == "GET":
+            return 200, self._resource_group(found["s"], found["rg"]), {}
         if (found := OPERATION.match(path)) and method == "GET":
             return self._operation(found["id"], found["kind"].lower(), request)
         if found := REGISTRY.match(path):
@@ -91,6 +94,17 @@ class ArmDouble:
         raise errors.ArmError(
             404, "NotFound", f"No HTTP resource was found that matches the request URI '{path}'."
         )
+
+    def _resource_group(self, subscription: str, name: str) -> dict[str, Any]:
+        """A resource group as Microsoft.Resources answers it (the gate found it exists)."""
+        known = self.gate.subscriptions[subscription.lower()]
+        return {
+            "id": f"/subscriptions/{subscription}/resourceGroups/{name}",
+            "name": name,
+            "type": "Microsoft.Resources/resourceGroups",
+            "location": known.locations.get(name.lower(), "westeurope"),
+            "properties": {"provisioningState": "Succeeded"},
+        }
 
     def _group(self, method: str, key: GroupKey, request: Request) -> Answer:
         if method == "GET":
