@@ -15,8 +15,10 @@ A function app changes its image by restarting (``in-place`` replacement):
    Service Bus trigger has no address to call: the report says how to trigger it.
 
 A rollback puts the previous image and settings back and restarts again (or, after a
-first deploy, removes the app). Secrets in app.json are ``${NAME}`` placeholders, filled
-from the environment here, at send time only.
+first deploy, removes the app). The logs are the app's container logs from its SCM site
+(kudu.py), or its telemetry in Application Insights when deploy.yaml names the component
+(insights.py). Secrets in app.json are ``${NAME}`` placeholders, filled from the
+environment here, at send time only.
 """
 
 from __future__ import annotations
@@ -396,7 +398,7 @@ class FunctionsDriver:
                 return source.tail(tail)
             finally:
                 source.close()
-        except DeployerError as error:
+        except (DeployerError, AzureError) as error:
             return [f"[deployer] no logs from {self.app}: {error}"]
 
     def follow(self, revision: str, tail: int) -> Iterator[str]:
