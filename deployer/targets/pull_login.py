@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deployer.config.image_pull import ImagePull
+from deployer.config.fields import ImagePull
 from deployer.config.model import Registry
 from deployer.errors import UserError
 

@@ -10,6 +10,7 @@ from deployer.config.fields import (
     AzureLocation,
     DnsLabel,
     EnvVarName,
+    ImagePull,
     Port,
     PositiveFloat,
     ResourceGroup,
@@ -17,7 +18,6 @@ from deployer.config.fields import (
     Uuid,
     error,
 )
-from deployer.config.image_pull import ImagePull
 
 KIND = "aci"
 

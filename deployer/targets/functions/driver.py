@@ -58,7 +58,8 @@ from deployer.targets.contract import (
 )
 from deployer.targets.functions.insights import InsightsLogs
 from deployer.targets.functions.kudu import KuduLogs, scm_host
-from deployer.targets.functions.schema import Config, fill_route
+from deployer.targets.functions.render import fill_route
+from deployer.targets.functions.schema import Config
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential

@@ -51,8 +51,8 @@ from urllib.parse import parse_qsl, urlsplit
 from deployer.config.model import DeployConfig, ScoringTest
 from deployer.errors import UserError
 from deployer.image import APP_DIR, entry_script_in_image, model_dir
-from deployer.targets.functions.render import FUNCTION_APP, SCRIPT_ROOT
-from deployer.targets.functions.schema import Config, fill_route, route_parameters
+from deployer.targets.functions.render import FUNCTION_APP, SCRIPT_ROOT, fill_route
+from deployer.targets.functions.schema import Config, route_parameters
 from deployer.verify import RequestResult, TestRun, failed_request
 from deployer.verify_answers import Answer, expectation_failures
 from deployer.verify_requests import PreparedRequest, RequestFileError, prepare_request

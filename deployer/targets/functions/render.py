@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import re
 from typing import Any
+from urllib.parse import quote
 
 from deployer.buildcontext import BuildContext
 from deployer.config.envfile import pip_requirements
@@ -110,6 +111,20 @@ PLAN_TIERS = [
 
 def plan_tier(sku: str) -> str:
     return next(tier for pattern, tier in PLAN_TIERS if re.fullmatch(pattern, sku))
+
+
+ROUTE_PARAMETER = re.compile(r"\{([^{}/]*)\}")
+
+
+def fill_route(route: str, values: dict[str, str]) -> str:
+    """``route`` (or a URL ending in one) with each ``{name}`` that has a value replaced by
+    it, percent-encoded as one path segment."""
+
+    def value(found: re.Match[str]) -> str:
+        name = found[1]
+        return quote(values[name], safe="") if name in values else found[0]
+
+    return ROUTE_PARAMETER.sub(value, route)
 
 
 def own_image(ctx: TargetContext) -> BuildContext | None:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
-from urllib.parse import quote
 
 from pydantic import ConfigDict, Field, model_validator
 
 from deployer.config.fields import (
     AzureLocation,
     EnvVarName,
+    ImagePull,
+    ManagedIdentityId,
     PositiveFloat,
     ResourceGroup,
     Rule,
@@ -19,7 +19,6 @@ from deployer.config.fields import (
     Uuid,
     error,
 )
-from deployer.config.image_pull import ImagePull, ManagedIdentityId
 
 KIND = "functions"
 
@@ -82,23 +81,9 @@ InsightsId = Annotated[
 ]
 
 
-ROUTE_PARAMETER = re.compile(r"\{([^{}/]*)\}")
-
-
 def route_parameters(route: str) -> list[str]:
     """The ``{name}`` parameters of an HTTP route, in order."""
-    return ROUTE_PARAMETER.findall(route)
-
-
-def fill_route(route: str, values: dict[str, str]) -> str:
-    """``route`` (or a URL ending in one) with each ``{name}`` that has a value replaced by
-    it, percent-encoded as one path segment."""
-
-    def value(found: re.Match[str]) -> str:
-        name = found[1]
-        return quote(values[name], safe="") if name in values else found[0]
-
-    return ROUTE_PARAMETER.sub(value, route)
+    return [part.split("}", 1)[0] for part in route.split("{")[1:]]
 
 
 class HttpTrigger(Section):
@@ -115,7 +100,7 @@ class HttpTrigger(Section):
     def _a_value_for_each_parameter(self) -> HttpTrigger:
         names = route_parameters(self.route)
         for name in names:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            if not name.isidentifier():  # the route's rule already keeps it to ASCII
                 raise error(
                     "route",
                     "route parameter {{{name}}} is not a name: letters, digits and '_'",
