@@ -28,6 +28,7 @@ from azure.iot.hub.models import (
 )
 from msrest.exceptions import HttpOperationError
 
+from deployer.targets.iot_edge.engine import ModuleStatus
 from tests.docker.conftest import dev_env, free_port
 from tests.doubles.example_build import build_and_render
 from tests.doubles.iothub import IoTHubDouble
@@ -491,17 +492,6 @@ def test_methods_on_a_device_without_a_runtime_are_404_device_not_online(
 
 
 @dataclass
-class Status:
-    runtime_status: str
-    exit_code: int | None
-    status_description: str
-    last_exit_time: str | None
-    last_start_time: str | None
-    restart_count: int
-    image: str
-
-
-@dataclass
 class StandInEngine:
     """Engine's API without Docker: every module runs, but images named ``crash:*`` exit 3
     and back off, and ``missing:*`` do not pull."""
@@ -509,24 +499,24 @@ class StandInEngine:
     applied: list[Any] = field(default_factory=list)
     removed: bool = False
 
-    def apply(self, manifest: Any) -> dict[str, Status]:
+    def apply(self, manifest: Any) -> dict[str, ModuleStatus]:
         self.applied.append(manifest)
         return self.status()
 
-    def status(self) -> dict[str, Status]:
+    def status(self) -> dict[str, ModuleStatus]:
         if not self.applied:
             return {}
         found = {}
         for name, module in self.applied[-1].modules.items():
             if module.image.startswith("crash:"):
-                found[name] = Status(
+                found[name] = ModuleStatus(
                     "backoff", 3, "exited with code 3", "t1", "t0", 1, module.image
                 )
             elif module.image.startswith("missing:"):
                 description = f"could not pull {module.image}: not found"
-                found[name] = Status("failed", None, description, None, None, 0, module.image)
+                found[name] = ModuleStatus("failed", None, description, None, None, 0, module.image)
             else:
-                found[name] = Status("running", None, "running", None, "t0", 0, module.image)
+                found[name] = ModuleStatus("running", None, "running", None, "t0", 0, module.image)
         return found
 
     def logs(self, module: str, tail: int) -> list[str]:

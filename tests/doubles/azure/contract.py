@@ -50,6 +50,17 @@ class ContractViolation(Exception):
         self.message = message
 
 
+def request_json(body: bytes) -> Any:
+    """A request body as JSON (None when empty), or ARM's refusal of one that is not."""
+    try:
+        return json.loads(body) if body else None
+    except ValueError as exc:
+        raise ContractViolation(
+            "InvalidRequestContent",
+            f"The request content was invalid and could not be deserialized: '{exc}'.",
+        ) from None
+
+
 @dataclass(frozen=True)
 class Operation:
     operation_id: str
@@ -90,13 +101,7 @@ class Contract:
                 "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
-        try:
-            document = json.loads(body) if body else None
-        except ValueError as exc:
-            raise ContractViolation(
-                "InvalidRequestContent",
-                f"The request content was invalid and could not be deserialized: '{exc}'.",
-            ) from None
+        document = request_json(body)
         request = IncomingRequest()
         request.path = path_params
         request.query = query

@@ -39,7 +39,7 @@ from azure.mgmt.web._utils.model_base import Model, _deserialize
 from azure.mgmt.web.models import _models
 
 from tests.conftest import SHARED
-from tests.doubles.azure.contract import ContractViolation
+from tests.doubles.azure.contract import ContractViolation, request_json
 
 EXAMPLES = SHARED / "reference" / "azure" / "web" / "examples"
 SCOPE = r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Web/"
@@ -95,13 +95,7 @@ def validate(method: str, path: str, body: bytes) -> dict[str, Any] | None:
     known = next((b for m, p, b in BODIES if m == method and p.match(path)), None)
     if known is None:
         return None
-    try:
-        document = json.loads(body) if body else None
-    except ValueError as exc:
-        raise ContractViolation(
-            "InvalidRequestContent",
-            f"The request content was invalid and could not be deserialized: '{exc}'.",
-        ) from None
+    document = request_json(body)
     if not isinstance(document, dict):
         raise _violation(f"Cannot deserialize the body into type '{known.model.__name__}'", "")
     try:

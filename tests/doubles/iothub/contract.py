@@ -21,7 +21,6 @@ import copy
 import json
 import logging
 import warnings
-from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -33,23 +32,11 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from tests.conftest import SHARED
 
+# The same violation and operation as the ARM double's: only the codes and words differ.
+from tests.doubles.azure.contract import ContractViolation, Operation
+
 SERVICE_FILE = SHARED / "reference" / "azure" / "iothub" / "service.json"
 API_VERSION = "2021-04-12"
-
-
-class ContractViolation(Exception):
-    """The request breaks the contract: ``code`` and ``message`` as IoT Hub words them."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True)
-class Operation:
-    operation_id: str
-    params: dict[str, Any]  # path, query, header and body parameters by name, validated
 
 
 class Contract:
